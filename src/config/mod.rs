@@ -1,0 +1,268 @@
+//! Configuration: the TOML file SREs edit, and the validated form the daemon runs on.
+//!
+//! Loading is two steps. `raw` parses the file strictly (unknown keys are errors); `validate`
+//! checks every value, collecting all problems with their key paths, resolves per-target
+//! overrides and expands the probe matrix. Only a [`ValidatedConfig`] can start the daemon.
+
+mod error;
+mod plan;
+mod raw;
+mod targets;
+mod validate;
+mod values;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crossprobe_probes::Protocol;
+pub use error::{ConfigError, Problem};
+
+use crate::matrix::Matrix;
+
+/// A configuration that passed every check, with its matrix expanded.
+#[derive(Debug, Clone)]
+pub struct ValidatedConfig {
+    pub daemon: Daemon,
+    pub targets: Vec<Target>,
+    pub tenants: Vec<Tenant>,
+    pub correlator: CorrelatorSettings,
+    pub matrix: Matrix,
+}
+
+impl ValidatedConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&source, path)
+    }
+
+    /// Validates configuration text; `path` only names the file in messages.
+    pub fn parse(source: &str, path: &Path) -> Result<Self, ConfigError> {
+        validate::validate(source)
+            .map_err(|problems| ConfigError::Invalid { file: path.to_owned(), problems })
+    }
+}
+
+/// `[daemon]`: settings of the process itself.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Address of the HTTP server (`/metrics`, `/verdict`).
+    pub listen: SocketAddr,
+    /// Names this daemon in logs and payloads; distinct per replica.
+    pub instance: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How often and how hard one cell probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeSettings {
+    pub interval: Duration,
+    /// A probe not back within this is `lost`; always below `interval`.
+    pub timeout: Duration,
+    /// Payload bytes per probe message, header included.
+    pub message_size: usize,
+}
+
+/// One broker endpoint.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub az: String,
+    /// Value of the `broker` dimension: the target's name unless set.
+    pub broker: String,
+    /// `host:port` strings, checked to parse.
+    pub addresses: Vec<String>,
+    /// Extra dimensions (`network = "public"`), the same keys on every target.
+    pub labels: BTreeMap<String, String>,
+    pub probe: ProbeSettings,
+    pub endpoint: Endpoint,
+}
+
+impl Target {
+    pub fn protocol(&self) -> Protocol {
+        match self.endpoint {
+            Endpoint::Kafka(_) => Protocol::Kafka,
+            Endpoint::Amqp(_) => Protocol::Amqp,
+        }
+    }
+}
+
+/// Protocol-specific settings of a target: the closed set of backends.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Kafka(KafkaTarget),
+    Amqp(AmqpTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaTarget {
+    /// Broker whose partitions this target's cells must hit; any leader when unset.
+    pub broker_id: Option<i32>,
+    /// `fetch.wait.max.ms`: kept short so the round trip measures the broker, not the poll.
+    pub fetch_wait: Duration,
+    /// `retention.ms` of probe topics the daemon creates.
+    pub topic_retention: Duration,
+    pub security_protocol: KafkaSecurity,
+    pub sasl_mechanism: Option<SaslMechanism>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaSecurity {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpTarget {
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub heartbeat: Duration,
+    /// `x-message-ttl` of probe queues: an unconsumed probe never outlives this.
+    pub queue_ttl: Duration,
+    /// `x-max-length` of probe queues: probes can never fill a broker.
+    pub queue_max_length: u32,
+}
+
+/// One customer namespace, with its settings per protocol.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub kafka: Option<KafkaTenant>,
+    pub amqp: Option<AmqpTenant>,
+}
+
+impl Tenant {
+    pub fn supports(&self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::Kafka => self.kafka.is_some(),
+            Protocol::Amqp => self.amqp.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaTenant {
+    /// Probe topic, created when missing.
+    pub topic: String,
+    /// SASL credentials, when the cluster needs them.
+    pub credentials: Option<Credentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpTenant {
+    pub vhost: String,
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// Where a password is read from. The config never holds the password itself, so this type
+/// can be logged and printed freely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    /// Reads the password; the error names the source, never the value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            Secret::Env(var) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set or not unicode")),
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("cannot read password file {}: {e}", path.display())),
+        }
+    }
+}
+
+/// `[correlator]`: how cell states and verdicts are decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelatorSettings {
+    /// Evaluation period.
+    pub tick: Duration,
+    /// A cell is failing when `failures_to_fail` of its last `window` probes failed...
+    pub window: u32,
+    pub failures_to_fail: u32,
+    /// ...and healthy again after this many clean probes in a row.
+    pub successes_to_recover: u32,
+    /// A scope explains a failure only with at least this many failing cells.
+    pub min_failing_cells: u32,
+    /// Share of a scope's cells that must fail for it to become active...
+    pub enter_ratio: f64,
+    /// ...and below which an active scope counts as clean (looser than `enter_ratio`).
+    pub exit_ratio: f64,
+    /// Ticks a condition must hold before a scope or verdict is entered.
+    pub enter_ticks: u32,
+    /// Clean ticks before an active scope resolves (longer than `enter_ticks`).
+    pub exit_ticks: u32,
+    /// A scope that changed state `flap_changes` times within `flap_window_ticks` is flapping.
+    pub flap_window_ticks: u32,
+    pub flap_changes: u32,
+    /// `outage` needs failing cells spanning at least this many values of each dimension.
+    pub quorum: BTreeMap<String, Quorum>,
+}
+
+/// Minimum number of distinct values of one dimension, absolute or relative to the matrix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Quorum {
+    Count(u32),
+    /// Fraction of the dimension's values in the matrix, in (0, 1].
+    Fraction(f64),
+}
+
+impl Quorum {
+    /// The count this quorum demands of a dimension that has `values` values.
+    pub fn required(&self, values: usize) -> usize {
+        match *self {
+            Quorum::Count(n) => n as usize,
+            Quorum::Fraction(f) => ((f * values as f64).ceil() as usize).max(1),
+        }
+    }
+}
+
+impl Default for CorrelatorSettings {
+    fn default() -> Self {
+        CorrelatorSettings {
+            tick: Duration::from_secs(1),
+            window: 5,
+            failures_to_fail: 3,
+            successes_to_recover: 5,
+            min_failing_cells: 2,
+            enter_ratio: 0.5,
+            exit_ratio: 0.25,
+            enter_ticks: 3,
+            exit_ticks: 10,
+            flap_window_ticks: 300,
+            flap_changes: 4,
+            quorum: BTreeMap::from([
+                ("az".to_owned(), Quorum::Count(2)),
+                ("tenant".to_owned(), Quorum::Count(2)),
+            ]),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Checks a parsed configuration and turns it into a [`ValidatedConfig`].
+//!
+//! Every check records its problem and goes on, so one run reports every mistake in the file.
+//! Scalar checks (durations, sizes, addresses, names) live in `values`; this file walks the
+//! sections and ties them together; `plan` expands and checks the matrix.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::error::{Problem, Problems};
+use super::raw::{RawConfig, RawCorrelator, RawDaemon, RawProbe, RawTenant};
+use super::values::{self, Limits};
+use super::*;
+
+pub(super) fn validate(source: &str) -> Result<ValidatedConfig, Vec<Problem>> {
+    let raw: RawConfig = toml::from_str(source).map_err(|e| vec![values::parse_problem(source, &e)])?;
+    let mut p = Problems::new(source);
+    let daemon = daemon(&mut p, &raw.daemon);
+    let defaults = probe_defaults(&mut p, &raw.probe);
+    let tenants = tenants(&mut p, &raw.tenants);
+    let targets = super::targets::targets(&mut p, &raw.targets, defaults);
+    let mut correlator = correlator(&mut p, &raw.correlator);
+    let matrix = super::plan::expand(&mut p, &raw, &targets, &tenants);
+    if let Some(matrix) = &matrix {
+        correlator.quorum = quorum(&mut p, &raw.correlator, matrix);
+    }
+    match (p.is_empty(), matrix) {
+        (true, Some(matrix)) => Ok(ValidatedConfig {
+            daemon,
+            targets: targets.into_iter().map(|(t, _)| t).collect(),
+            tenants,
+            correlator,
+            matrix,
+        }),
+        _ => Err(p.into_vec()),
+    }
+}
+
+fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
+    let listen = match &raw.listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 9464)),
+        Some(s) => s.get_ref().parse().unwrap_or_else(|_| {
+            p.add(
+                "daemon.listen",
+                Some(s.span()),
+                format!("\"{}\" is not an IP address and port (e.g. \"127.0.0.1:9464\")", s.get_ref()),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 9464))
+        }),
+    };
+    let instance = match &raw.instance {
+        Some(s) => {
+            values::name(p, "daemon.instance", s);
+            s.get_ref().clone()
+        }
+        None => default_instance(),
+    };
+    let log_format = match raw.log_format.as_ref().map(|s| (s.get_ref().as_str(), s)) {
+        None | Some(("text", _)) => LogFormat::Text,
+        Some(("json", _)) => LogFormat::Json,
+        Some((other, s)) => {
+            p.add(
+                "daemon.log_format",
+                Some(s.span()),
+                format!("unknown log format \"{other}\" (expected \"text\" or \"json\")"),
+            );
+            LogFormat::Text
+        }
+    };
+    Daemon { listen, instance, log_format }
+}
+
+/// The host name, so replicas on different hosts differ without configuration.
+fn default_instance() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "crossprobe".to_owned())
+}
+
+/// The `[probe]` defaults that targets inherit.
+pub(super) const PROBE_DEFAULTS: ProbeSettings = ProbeSettings {
+    interval: Duration::from_secs(1),
+    timeout: Duration::from_millis(500),
+    message_size: 256,
+};
+
+fn probe_defaults(p: &mut Problems, raw: &RawProbe) -> ProbeSettings {
+    let settings = values::probe_settings(
+        p,
+        "probe",
+        PROBE_DEFAULTS,
+        raw.interval.as_ref(),
+        raw.timeout.as_ref(),
+        raw.message_size.as_ref(),
+    );
+    settings.unwrap_or(PROBE_DEFAULTS)
+}
+
+fn tenants(p: &mut Problems, raw: &[RawTenant]) -> Vec<Tenant> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let path = format!("tenants[{i}] \"{}\"", t.name.get_ref());
+        values::name(p, &format!("tenants[{i}].name"), &t.name);
+        if let Some(first) = seen.insert(t.name.get_ref(), i) {
+            p.add(
+                format!("tenants[{i}].name"),
+                Some(t.name.span()),
+                format!("duplicate name \"{}\" (also tenants[{first}])", t.name.get_ref()),
+            );
+        }
+        let kafka = t.kafka.as_ref().map(|k| {
+            let path = format!("{path}.kafka");
+            values::topic(p, &format!("{path}.topic"), &k.topic);
+            let credentials = match &k.user {
+                None => {
+                    values::no_password_without_user(p, &path, k);
+                    None
+                }
+                Some(user) => values::credentials(
+                    p,
+                    &path,
+                    user,
+                    k.password.as_ref(),
+                    k.password_env.as_ref(),
+                    k.password_file.as_ref(),
+                ),
+            };
+            KafkaTenant { topic: k.topic.get_ref().clone(), credentials }
+        });
+        let amqp = t.amqp.as_ref().and_then(|a| {
+            let path = format!("{path}.amqp");
+            if a.vhost.get_ref().is_empty() {
+                p.add(format!("{path}.vhost"), Some(a.vhost.span()), "must not be empty".into());
+            }
+            let credentials = values::credentials(
+                p,
+                &path,
+                &a.user,
+                a.password.as_ref(),
+                a.password_env.as_ref(),
+                a.password_file.as_ref(),
+            )?;
+            Some(AmqpTenant { vhost: a.vhost.get_ref().clone(), credentials })
+        });
+        if t.kafka.is_none() && t.amqp.is_none() {
+            p.add(
+                path,
+                Some(t.name.span()),
+                "has neither [tenants.kafka] nor [tenants.amqp] settings, so it can never be probed".into(),
+            );
+        }
+        out.push(Tenant { name: t.name.get_ref().clone(), kafka, amqp });
+    }
+    out
+}
+
+fn correlator(p: &mut Problems, raw: &RawCorrelator) -> CorrelatorSettings {
+    let d = CorrelatorSettings::default();
+    let count = |p: &mut Problems, key: &str, v: &Option<toml::Spanned<i64>>, def: u32, max: i64| {
+        values::count(p, &format!("correlator.{key}"), v.as_ref(), def, Limits { min: 1, max })
+    };
+    let tick = values::duration_in(
+        p,
+        "correlator.tick",
+        raw.tick.as_ref(),
+        d.tick,
+        (Duration::from_millis(100), Duration::from_secs(60)),
+    );
+    let window = count(p, "window", &raw.window, d.window, 64);
+    let failures_to_fail = count(p, "failures_to_fail", &raw.failures_to_fail, d.failures_to_fail, 64);
+    let successes_to_recover =
+        count(p, "successes_to_recover", &raw.successes_to_recover, d.successes_to_recover, 64);
+    let min_failing_cells =
+        count(p, "min_failing_cells", &raw.min_failing_cells, d.min_failing_cells, 1_000_000);
+    let enter_ticks = count(p, "enter_ticks", &raw.enter_ticks, d.enter_ticks, 3600);
+    let exit_ticks = count(p, "exit_ticks", &raw.exit_ticks, d.exit_ticks, 3600);
+    let flap_window_ticks =
+        count(p, "flap_window_ticks", &raw.flap_window_ticks, d.flap_window_ticks, 86_400);
+    let flap_changes = count(p, "flap_changes", &raw.flap_changes, d.flap_changes, 1000);
+    let enter_ratio = values::ratio(p, "correlator.enter_ratio", raw.enter_ratio.as_ref(), d.enter_ratio);
+    let exit_ratio = values::ratio(p, "correlator.exit_ratio", raw.exit_ratio.as_ref(), d.exit_ratio);
+
+    if failures_to_fail > window {
+        let span = raw.failures_to_fail.as_ref().or(raw.window.as_ref()).map(|s| s.span());
+        p.add(
+            "correlator.failures_to_fail",
+            span,
+            format!("({failures_to_fail}) must not exceed window ({window})"),
+        );
+    }
+    if exit_ratio >= enter_ratio {
+        let span = raw.exit_ratio.as_ref().or(raw.enter_ratio.as_ref()).map(|s| s.span());
+        p.add(
+            "correlator.exit_ratio",
+            span,
+            format!("({exit_ratio}) must be below enter_ratio ({enter_ratio}) so that leaving is easier than entering"),
+        );
+    }
+    if exit_ticks < enter_ticks {
+        let span = raw.exit_ticks.as_ref().or(raw.enter_ticks.as_ref()).map(|s| s.span());
+        p.add(
+            "correlator.exit_ticks",
+            span,
+            format!("({exit_ticks}) must not be below enter_ticks ({enter_ticks}): a scope must stay clean longer than it takes to enter"),
+        );
+    }
+    if flap_changes < 2 {
+        p.add(
+            "correlator.flap_changes",
+            raw.flap_changes.as_ref().map(|s| s.span()),
+            format!("({flap_changes}) must be at least 2"),
+        );
+    }
+    CorrelatorSettings {
+        tick,
+        window,
+        failures_to_fail,
+        successes_to_recover,
+        min_failing_cells,
+        enter_ratio,
+        exit_ratio,
+        enter_ticks,
+        exit_ticks,
+        flap_window_ticks,
+        flap_changes,
+        quorum: d.quorum,
+    }
+}
+
+/// `[correlator.quorum]`, checked against the dimensions and values the matrix really has.
+fn quorum(p: &mut Problems, raw: &RawCorrelator, matrix: &Matrix) -> BTreeMap<String, Quorum> {
+    let Some(raw) = &raw.quorum else {
+        return CorrelatorSettings::default().quorum;
+    };
+    let mut out = BTreeMap::new();
+    for (dim, value) in raw {
+        let path = format!("correlator.quorum.{dim}");
+        let span = Some(value.span());
+        let Some(d) = matrix.dimension_index(dim) else {
+            p.add(
+                path,
+                span,
+                format!("unknown dimension \"{dim}\" (dimensions: {})", matrix.dimensions().join(", ")),
+            );
+            continue;
+        };
+        let q = match value.get_ref() {
+            toml::Value::Integer(n) if *n >= 1 && *n <= u32::MAX as i64 => Quorum::Count(*n as u32),
+            toml::Value::Float(f) if *f > 0.0 && *f <= 1.0 => Quorum::Fraction(*f),
+            other => {
+                p.add(
+                    path,
+                    span,
+                    format!("{other} is neither a count of at least 1 nor a fraction in (0, 1]"),
+                );
+                continue;
+            }
+        };
+        let available = matrix.values_of(d).len();
+        if q.required(available) > available {
+            p.add(
+                path,
+                span,
+                format!(
+                    "requires {} values of {dim} but the matrix has {available}, so an outage could never be confirmed",
+                    q.required(available)
+                ),
+            );
+        }
+        out.insert(dim.clone(), q);
+    }
+    out
+}

@@ -1,0 +1,82 @@
+//! The `crossprobe` command: parses arguments, calls the library, maps the result to an exit
+//! code (0 ok, 64 bad configuration or usage, 1 runtime failure).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crossprobe::config::ValidatedConfig;
+
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "crossprobe",
+    version,
+    about = "Round-trip prober for Kafka and RabbitMQ with cross-dimension outage correlation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration and print the expanded probe matrix.
+    Check {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the daemon until SIGINT or SIGTERM.
+    Run {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return if usage { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(config) => {
+                print!("{}", crossprobe::report::matrix_table(&config));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            crossprobe::daemon::init_logging(config.daemon.log_format);
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "crossprobe failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<ValidatedConfig, ExitCode> {
+    ValidatedConfig::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn run(config: ValidatedConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(crossprobe::daemon::run(config))?;
+    Ok(())
+}

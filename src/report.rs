@@ -1,0 +1,75 @@
+//! Plain-text tables the CLI prints: the expanded matrix for `check`.
+
+use std::fmt::Write as _;
+
+use crate::config::ValidatedConfig;
+
+/// One row per cell (id, labels, target, interval, timeout), then a summary line with the
+/// number of cells per dimension value.
+pub fn matrix_table(config: &ValidatedConfig) -> String {
+    let m = &config.matrix;
+    let mut header = vec!["cell".to_owned()];
+    header.extend(m.dimensions().iter().cloned());
+    header.extend(["target", "interval", "timeout"].map(String::from));
+    let rows: Vec<Vec<String>> = m
+        .cells()
+        .iter()
+        .map(|c| {
+            let target = &config.targets[c.target];
+            let mut row = vec![c.id.to_string()];
+            row.extend(c.labels.iter().cloned());
+            row.push(target.name.clone());
+            row.push(humantime::format_duration(target.probe.interval).to_string());
+            row.push(humantime::format_duration(target.probe.timeout).to_string());
+            row
+        })
+        .collect();
+    let mut out = table(&header, &rows);
+    let per_dimension: Vec<String> = m
+        .dimensions()
+        .iter()
+        .enumerate()
+        .map(|(d, name)| {
+            let counts: Vec<String> = m.values_of(d).iter().map(|(v, n)| format!("{v}={n}")).collect();
+            format!("{name}: {}", counts.join(" "))
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "{} cell{}; {}",
+        m.len(),
+        if m.len() == 1 { "" } else { "s" },
+        per_dimension.join("; ")
+    );
+    out
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_to_the_widest_cell() {
+        let t = table(
+            &["az".into(), "tenant".into()],
+            &[vec!["a".into(), "acme".into()], vec!["bb".into(), "x".into()]],
+        );
+        assert_eq!(t, "az  tenant\na   acme\nbb  x\n");
+    }
+}

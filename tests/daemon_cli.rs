@@ -1,0 +1,82 @@
+//! `crossprobe run` as a process: it loads the config, logs the matrix, and stops cleanly on
+//! SIGTERM and SIGINT with exit code 0; a bad config exits 64 before anything starts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Kills the daemon if the test fails before it exits, so no process outlives the test.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stops_cleanly_on(signal: &str) {
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args(["run", "--config", "config/examples/local.toml"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("crossprobe starts"),
+    );
+    let child = &mut daemon.0;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started =
+        rx.iter().find(|l| l.contains("crossprobe started")).expect("a start-up line before the log ended");
+    assert!(started.contains("cells=12"), "start-up line should count 12 cells: {started}");
+
+    let status =
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("crossprobe did not stop within 20s of SIG{signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0), "exit status after SIG{signal}");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("stopping") && l.contains(&format!("SIG{signal}"))),
+        "expected a log line naming SIG{signal}, saw: {rest:?}"
+    );
+}
+
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    stops_cleanly_on("TERM");
+}
+
+#[test]
+fn run_stops_cleanly_on_sigint() {
+    stops_cleanly_on("INT");
+}
+
+#[test]
+fn run_with_a_bad_config_exits_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(["run", "--config", "tests/config/invalid/three_mistakes.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 problems found"));
+}
