@@ -4,11 +4,16 @@
 //! means: scheduling, timeouts, correlation and metrics live in the daemon.
 //!
 //! - [`Protocol`]: the closed set of broker protocols a target can speak.
+//! - [`outcome`]: what a probe ended as, and the bounded error kinds of failures.
 
 #![forbid(unsafe_code)]
 
+pub mod outcome;
+
 use std::fmt;
 use std::str::FromStr;
+
+pub use outcome::{ErrorKind, Outcome};
 
 /// Wire protocol of a target; also the value of the `protocol` dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
