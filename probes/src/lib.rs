@@ -5,10 +5,20 @@
 //!
 //! - [`Protocol`]: the closed set of broker protocols a target can speak.
 //! - [`outcome`]: what a probe ended as, and the bounded error kinds of failures.
+//! - [`payload`]: the probe message codec: identity, send time, checksum, padding.
+//! - [`tracker`]: per-cell bookkeeping that turns publishes and receipts into outcomes.
+//! - [`backend`]: the broker I/O contract: acknowledged publish, deliveries back.
+//! - [`kafka`]: the rdkafka backend.
+//! - [`amqp`]: the lapin backend.
 
 #![forbid(unsafe_code)]
 
+pub mod amqp;
+pub mod backend;
+pub mod kafka;
 pub mod outcome;
+pub mod payload;
+pub mod tracker;
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,0 +1,289 @@
+//! AMQP 0-9-1 backend (lapin): one long-lived connection per (node, vhost, user), a channel per
+//! cell, publisher confirms, and a per-cell queue with message TTL, max length and expiry so
+//! probes can never fill a broker or leave queues behind.
+//!
+//! The connection is supervised by [`AmqpNode::supervise`]: it connects, waits for the
+//! connection to fail, and reconnects with backoff. Cells open their channel lazily on publish
+//! (and reopen it after a channel error); while the connection is down a publish fails at once
+//! with `connect_failed`, and while the broker blocks publishers (resource alarm) with
+//! `publish_failed{kind=blocked}`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::backend::{forward, CellBackend, Deliveries, Delivery, ProbeError, DELIVERY_BUFFER};
+use crate::outcome::ErrorKind;
+
+/// How to reach one node as one user in one vhost.
+#[derive(Clone)]
+pub struct AmqpClientConfig {
+    /// `host:port`.
+    pub address: String,
+    pub vhost: String,
+    pub user: String,
+    /// Never logged.
+    pub password: String,
+    pub tls: bool,
+    pub heartbeat: Duration,
+    /// Bound on connecting and on opening a channel.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for AmqpClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpClientConfig")
+            .field("address", &self.address)
+            .field("vhost", &self.vhost)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of one cell's probe queue.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    /// `x-message-ttl`.
+    pub ttl: Duration,
+    /// `x-max-length`.
+    pub max_length: u32,
+    /// `x-expires`: the queue is deleted this long after its last consumer went away.
+    pub expires: Duration,
+}
+
+/// The connection state cells read: up with a connection, or down with the reason.
+#[derive(Clone)]
+enum Link {
+    Up(Arc<Connection>),
+    Down(ErrorKind),
+}
+
+/// One supervised connection shared by the cells of a (node, vhost, user).
+pub struct AmqpNode {
+    config: AmqpClientConfig,
+    link: watch::Sender<Link>,
+    /// The cells' consumer loops; each ends when its channel closes.
+    consumers: TaskTracker,
+}
+
+impl AmqpNode {
+    pub fn new(config: AmqpClientConfig) -> Arc<Self> {
+        let (link, _) = watch::channel(Link::Down(ErrorKind::Client));
+        Arc::new(AmqpNode { config, link, consumers: TaskTracker::new() })
+    }
+
+    /// Waits until every consumer loop ended (after `supervise` returned, the connection is
+    /// closed and they all end).
+    pub async fn consumers_done(&self) {
+        self.consumers.close();
+        self.consumers.wait().await;
+    }
+
+    /// Keeps the connection up until cancelled: connect, wait for failure, back off, repeat.
+    pub async fn supervise(self: Arc<Self>, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let attempt =
+                tokio::time::timeout(self.config.timeout.max(Duration::from_secs(1)), self.connect());
+            let result = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = attempt => r.unwrap_or(Err(ErrorKind::Timeout)),
+            };
+            match result {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(250);
+                    let conn = Arc::new(conn);
+                    let mut events = conn.events_listener();
+                    self.link.send_replace(Link::Up(conn.clone()));
+                    info!(address = %self.config.address, vhost = %self.config.vhost, "amqp connected");
+                    let reason = loop {
+                        let event = tokio::select! {
+                            _ = cancel.cancelled() => {
+                                let _ = conn.close(200, "crossprobe stopping".into()).await;
+                                self.link.send_replace(Link::Down(ErrorKind::Client));
+                                return;
+                            }
+                            e = events.next() => e,
+                        };
+                        match event {
+                            Some(lapin::Event::Error(e)) => break kind(&e),
+                            None => break ErrorKind::Refused,
+                            Some(other) => debug!(event = ?other, "amqp connection event"),
+                        }
+                        if !conn.status().connected() {
+                            break ErrorKind::Refused;
+                        }
+                    };
+                    warn!(address = %self.config.address, vhost = %self.config.vhost, kind = %reason, "amqp connection lost");
+                    self.link.send_replace(Link::Down(reason));
+                }
+                Err(k) => {
+                    self.link.send_replace(Link::Down(k));
+                    debug!(address = %self.config.address, kind = %k, "amqp connect failed");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        self.link.send_replace(Link::Down(ErrorKind::Client));
+    }
+
+    async fn connect(&self) -> Result<Connection, ErrorKind> {
+        let c = &self.config;
+        let uri = format!(
+            "{}://{}:{}@{}/{}?heartbeat={}",
+            if c.tls { "amqps" } else { "amqp" },
+            encode(&c.user),
+            encode(&c.password),
+            c.address,
+            encode(&c.vhost),
+            c.heartbeat.as_secs().max(1),
+        );
+        let props = ConnectionProperties::default().with_connection_name("crossprobe".into());
+        Connection::connect(&uri, props).await.map_err(|e| kind(&e))
+    }
+
+    /// A cell whose probes go through `queue`; its channel opens on first publish.
+    pub fn cell(self: &Arc<Self>, queue: QueueSpec) -> (AmqpCell, Deliveries) {
+        let (tx, rx) = mpsc::channel(DELIVERY_BUFFER);
+        (AmqpCell { node: self.clone(), queue, tx, channel: Mutex::new(None) }, rx)
+    }
+}
+
+/// One cell's channel on a shared connection.
+pub struct AmqpCell {
+    node: Arc<AmqpNode>,
+    queue: QueueSpec,
+    tx: mpsc::Sender<Delivery>,
+    channel: Mutex<Option<Channel>>,
+}
+
+impl AmqpCell {
+    /// The cell's channel with confirms on, its queue declared and consumed; opened when missing.
+    async fn channel(&self, conn: &Connection) -> Result<Channel, ProbeError> {
+        if let Some(ch) = self.channel.lock().expect("channel lock").as_ref() {
+            if ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        let open = async {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            let mut args = FieldTable::default();
+            let millis = |d: Duration| AMQPValue::LongLongInt(d.as_millis() as i64);
+            args.insert("x-message-ttl".into(), millis(self.queue.ttl));
+            args.insert("x-expires".into(), millis(self.queue.expires));
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(self.queue.max_length.into()));
+            ch.queue_declare(self.queue.name.as_str().into(), QueueDeclareOptions::default(), args).await?;
+            let consumer = ch
+                .basic_consume(
+                    self.queue.name.as_str().into(),
+                    ShortString::from(format!("crossprobe-{}", self.queue.name)),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((ch, consumer))
+        };
+        let (ch, mut consumer) = tokio::time::timeout(self.node.config.timeout, open)
+            .await
+            .map_err(|_| ProbeError::Connect(ErrorKind::Timeout))?
+            .map_err(|e| ProbeError::Connect(kind(&e)))?;
+        let tx = self.tx.clone();
+        // Ends when the channel closes; acks each message so the queue stays empty.
+        self.node.consumers.spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                forward(&tx, &delivery.data);
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+        });
+        debug!(queue = %self.queue.name, "amqp cell channel open");
+        *self.channel.lock().expect("channel lock") = Some(ch.clone());
+        Ok(ch)
+    }
+}
+
+impl CellBackend for AmqpCell {
+    async fn publish(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
+        let conn = match &*self.node.link.borrow() {
+            Link::Up(conn) => conn.clone(),
+            Link::Down(k) => return Err(ProbeError::Connect(*k)),
+        };
+        if conn.status().blocked() {
+            return Err(ProbeError::Publish(ErrorKind::Blocked));
+        }
+        let ch = self.channel(&conn).await?;
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                self.queue.name.as_str().into(),
+                options,
+                &payload,
+                BasicProperties::default(),
+            )
+            .await
+            .map_err(|e| ProbeError::Publish(kind(&e)))?;
+        match confirm.await.map_err(|e| ProbeError::Publish(kind(&e)))? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_returned)) => Err(ProbeError::Publish(ErrorKind::NotFound)),
+            Confirmation::Nack(_) => Err(ProbeError::Publish(ErrorKind::Nack)),
+            Confirmation::NotRequested => Ok(()),
+        }
+    }
+}
+
+/// Percent-encodes a URI component.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn kind(e: &lapin::Error) -> ErrorKind {
+    use lapin::ErrorKind as K;
+    match e.kind() {
+        K::IOError(io) => match io.kind() {
+            std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ if io.to_string().to_ascii_lowercase().contains("tls") => ErrorKind::Tls,
+            _ => ErrorKind::Refused,
+        },
+        K::MissingHeartbeatError => ErrorKind::Timeout,
+        K::ProtocolError(amqp) => match amqp.get_id() {
+            403 | 530 => ErrorKind::Auth,
+            404 => ErrorKind::NotFound,
+            320 => ErrorKind::Refused,
+            _ => ErrorKind::Broker,
+        },
+        K::AuthProviderError(_) => ErrorKind::Auth,
+        K::InvalidConnectionState(_) => ErrorKind::Refused,
+        _ => ErrorKind::Broker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uri_components_are_percent_encoded() {
+        assert_eq!(super::encode("/"), "%2F");
+        assert_eq!(super::encode("a b@c:d"), "a%20b%40c%3Ad");
+        assert_eq!(super::encode("acme-1.x_y~"), "acme-1.x_y~");
+    }
+}

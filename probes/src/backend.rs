@@ -1,0 +1,67 @@
+//! The broker I/O contract every backend fulfils: publish one message with broker
+//! acknowledgement, and deliver the messages that come back for a cell.
+//!
+//! A backend knows nothing of schedules, timeouts or verdicts; the daemon's workers do. Each
+//! cell gets a [`CellBackend`] to publish through and a channel of [`Delivery`] to read from.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::outcome::{ErrorKind, Outcome};
+
+/// A message consumed for a cell, stamped when the client handed it over.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub bytes: Vec<u8>,
+    pub at: Instant,
+}
+
+/// Messages coming back for one cell.
+pub type Deliveries = mpsc::Receiver<Delivery>;
+
+/// Capacity of a cell's delivery channel: probes are one per interval, so a full channel
+/// means the worker stopped reading; further messages are dropped, not buffered.
+pub const DELIVERY_BUFFER: usize = 256;
+
+/// Why a publish did not get an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The cell's client is not connected (being rebuilt, refused, unauthorized).
+    #[error("not connected: {0}")]
+    Connect(ErrorKind),
+    /// The broker refused or never acknowledged the message.
+    #[error("publish failed: {0}")]
+    Publish(ErrorKind),
+}
+
+impl ProbeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProbeError::Connect(k) | ProbeError::Publish(k) => *k,
+        }
+    }
+
+    /// The probe outcome this error stands for.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ProbeError::Connect(k) => Outcome::ConnectFailed(*k),
+            ProbeError::Publish(k) => Outcome::PublishFailed(*k),
+        }
+    }
+}
+
+/// One cell's way to publish. Implementations share clients between cells; `publish` must
+/// not block the async runtime, and must fail fast with [`ProbeError::Connect`] while the
+/// client is down rather than wait for it.
+pub trait CellBackend: Send + Sync + 'static {
+    /// Publishes `payload` and resolves when the broker acknowledged it.
+    fn publish(&self, payload: Vec<u8>) -> impl Future<Output = Result<(), ProbeError>> + Send;
+}
+
+/// Forwards a delivery without blocking the client's receive loop: a cell that does not keep
+/// up loses messages (and sees them as lost), it never stalls the other cells.
+pub fn forward(tx: &mpsc::Sender<Delivery>, bytes: &[u8]) {
+    let _ = tx.try_send(Delivery { bytes: bytes.to_vec(), at: Instant::now() });
+}
