@@ -1,16 +1,20 @@
 //! crossprobe: a synthetic round-trip prober for Kafka and RabbitMQ that reads the pattern of
 //! failures across zones, tenants, protocols and brokers, and pages only on confirmed outages.
 //!
+//! - [`backends`]: broker clients shared per cluster or connection, one backend per cell.
 //! - [`config`]: the TOML file, strict parsing, validation that reports every mistake.
 //! - [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
 //! - [`report`]: the tables the CLI prints.
-//! - [`daemon`]: the long-running process: logging, start-up, and orderly stop.
+//! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
+//! - [`daemon`]: the long-running process and `once`: workers, report handling, orderly stop.
 //! - [`shutdown`]: the cancellation tree and task tracker every task hangs off.
 
 #![forbid(unsafe_code)]
 
+pub mod backends;
 pub mod config;
 pub mod daemon;
 pub mod matrix;
 pub mod report;
+pub mod scheduler;
 pub mod shutdown;

@@ -27,6 +27,11 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run one probe in every cell and print the outcomes; exit 0 only if all are ok.
+    Once {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Run the daemon until SIGINT or SIGTERM.
     Run {
         #[arg(long, short, value_name = "FILE")]
@@ -51,18 +56,34 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Once { config } => {
+            let config = match load(&config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            crossprobe::daemon::init_logging(config.daemon.log_format);
+            match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once(&config))?)) {
+                Ok(results) => {
+                    print!("{}", crossprobe::report::once_table(&config, &results));
+                    let all_ok = results.iter().all(|r| r.is_some_and(|r| !r.outcome.is_failure()));
+                    if all_ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Run { config } => {
             let config = match load(&config) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             crossprobe::daemon::init_logging(config.daemon.log_format);
-            match run(config) {
+            match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::run(config))?)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "crossprobe failed");
-                    ExitCode::FAILURE
-                }
+                Err(e) => fail(e),
             }
         }
     }
@@ -75,8 +96,11 @@ fn load(path: &std::path::Path) -> Result<ValidatedConfig, ExitCode> {
     })
 }
 
-fn run(config: ValidatedConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(crossprobe::daemon::run(config))?;
-    Ok(())
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    tracing::error!(error = format!("{e:#}"), "crossprobe failed");
+    ExitCode::FAILURE
 }

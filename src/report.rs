@@ -1,6 +1,9 @@
 //! Plain-text tables the CLI prints: the expanded matrix for `check`.
 
 use std::fmt::Write as _;
+use std::time::Duration;
+
+use crossprobe_probes::tracker::ProbeResult;
 
 use crate::config::ValidatedConfig;
 
@@ -41,6 +44,34 @@ pub fn matrix_table(config: &ValidatedConfig) -> String {
         if m.len() == 1 { "" } else { "s" },
         per_dimension.join("; ")
     );
+    out
+}
+
+/// One row per cell with the outcome of its probe and its latencies in milliseconds.
+pub fn once_table(config: &ValidatedConfig, results: &[Option<ProbeResult>]) -> String {
+    let m = &config.matrix;
+    let mut header = vec!["cell".to_owned()];
+    header.extend(m.dimensions().iter().cloned());
+    header.extend(["outcome", "publish_ms", "roundtrip_ms"].map(String::from));
+    let millis =
+        |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64() * 1000.0));
+    let rows: Vec<Vec<String>> = m
+        .cells()
+        .iter()
+        .zip(results)
+        .map(|(c, r)| {
+            let mut row = vec![c.id.to_string()];
+            row.extend(c.labels.iter().cloned());
+            match r {
+                Some(r) => row.extend([r.outcome.to_string(), millis(r.publish), millis(r.roundtrip)]),
+                None => row.extend(["no_result".to_owned(), "-".to_owned(), "-".to_owned()]),
+            }
+            row
+        })
+        .collect();
+    let ok = results.iter().filter(|r| r.is_some_and(|r| !r.outcome.is_failure())).count();
+    let mut out = table(&header, &rows);
+    let _ = writeln!(out, "{ok} of {} cells ok", results.len());
     out
 }
 

@@ -22,6 +22,9 @@ fn stops_cleanly_on(signal: &str) {
             .args(["run", "--config", "config/examples/local.toml"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RUST_LOG", "info")
+            // No brokers are needed: cells without them report connect_failed, the daemon runs on.
+            .env("CROSSPROBE_ACME_AMQP_PASSWORD", "unused")
+            .env("CROSSPROBE_GLOBEX_AMQP_PASSWORD", "unused")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -68,6 +71,23 @@ fn run_stops_cleanly_on_sigterm() {
 #[test]
 fn run_stops_cleanly_on_sigint() {
     stops_cleanly_on("INT");
+}
+
+#[test]
+fn run_without_a_password_source_exits_1_naming_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(["run", "--config", "config/examples/local.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CROSSPROBE_ACME_AMQP_PASSWORD")
+        .env_remove("CROSSPROBE_GLOBEX_AMQP_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set"),
+        "the error should name the variable: {stderr}"
+    );
 }
 
 #[test]

@@ -65,6 +65,8 @@ pub struct QueueSpec {
 /// The connection state cells read: up with a connection, or down with the reason.
 #[derive(Clone)]
 enum Link {
+    /// Before the first connection attempt finished.
+    Connecting,
     Up(Arc<Connection>),
     Down(ErrorKind),
 }
@@ -79,8 +81,14 @@ pub struct AmqpNode {
 
 impl AmqpNode {
     pub fn new(config: AmqpClientConfig) -> Arc<Self> {
-        let (link, _) = watch::channel(Link::Down(ErrorKind::Client));
+        let (link, _) = watch::channel(Link::Connecting);
         Arc::new(AmqpNode { config, link, consumers: TaskTracker::new() })
+    }
+
+    /// Waits until the first connection attempt has finished, successful or not.
+    pub async fn attempted(&self) {
+        let mut rx = self.link.subscribe();
+        let _ = rx.wait_for(|l| !matches!(l, Link::Connecting)).await;
     }
 
     /// Waits until every consumer loop ended (after `supervise` returned, the connection is
@@ -217,10 +225,25 @@ impl AmqpCell {
     }
 }
 
+impl AmqpCell {
+    /// Waits for the connection's first attempt and opens the channel, so the first probe
+    /// measures the broker rather than the set-up.
+    pub async fn prepare(&self) -> Result<(), ProbeError> {
+        self.node.attempted().await;
+        let conn = match &*self.node.link.borrow() {
+            Link::Up(conn) => conn.clone(),
+            Link::Connecting => return Err(ProbeError::Connect(ErrorKind::Client)),
+            Link::Down(k) => return Err(ProbeError::Connect(*k)),
+        };
+        self.channel(&conn).await.map(|_| ())
+    }
+}
+
 impl CellBackend for AmqpCell {
     async fn publish(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
         let conn = match &*self.node.link.borrow() {
             Link::Up(conn) => conn.clone(),
+            Link::Connecting => return Err(ProbeError::Connect(ErrorKind::Client)),
             Link::Down(k) => return Err(ProbeError::Connect(*k)),
         };
         if conn.status().blocked() {

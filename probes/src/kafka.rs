@@ -90,6 +90,8 @@ pub struct KafkaCluster {
     consumer: Arc<StreamConsumer<Context>>,
     admin: AdminClient<Context>,
     routes: Mutex<Routes>,
+    /// Partitions in the consumer's assignment.
+    assigned: Mutex<std::collections::HashSet<(String, i32)>>,
     brokers: Context,
 }
 
@@ -134,6 +136,7 @@ impl KafkaCluster {
             consumer: Arc::new(consumer.create_with_context(Context::default())?),
             admin: admin.create_with_context(Context::default())?,
             routes: Mutex::new(HashMap::new()),
+            assigned: Mutex::new(Default::default()),
             brokers,
             config,
         }))
@@ -238,18 +241,36 @@ impl KafkaCluster {
             .collect())
     }
 
-    fn route(&self, topic: &str, partition: i32, tx: &mpsc::Sender<Delivery>) -> Result<(), ProbeError> {
-        let mut routes = self.routes.lock().expect("routes lock");
-        let senders = routes.entry((topic.to_owned(), partition)).or_default();
-        senders.retain(|s| !s.is_closed() && !s.same_channel(tx));
-        let first = senders.is_empty();
-        senders.push(tx.clone());
-        if first {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, partition, Offset::End)
-                .map_err(|e| ProbeError::Connect(kind(&e)))?;
-            self.consumer.incremental_assign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
+    /// Routes the partition's messages to `tx`, consuming it from its current end. The end is
+    /// read first and assigned as a concrete offset, so a probe published right after is never
+    /// skipped. A partition seen again (its topic was recreated) is moved to its new end.
+    async fn route(
+        &self,
+        topic: &str,
+        partition: i32,
+        tx: &mpsc::Sender<Delivery>,
+    ) -> Result<(), ProbeError> {
+        let consumer = self.consumer.clone();
+        let timeout = self.config.timeout;
+        let t = topic.to_owned();
+        let high = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&t, partition, timeout))
+            .await
+            .map_err(|_| ProbeError::Connect(ErrorKind::Client))?
+            .map_err(|e| ProbeError::Connect(kind(&e)))?
+            .1;
+        let key = (topic.to_owned(), partition);
+        let reassign = !self.assigned.lock().expect("assigned lock").insert(key.clone());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(high))
+            .map_err(|e| ProbeError::Connect(kind(&e)))?;
+        if reassign {
+            self.consumer.incremental_unassign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
         }
+        self.consumer.incremental_assign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
+        let mut routes = self.routes.lock().expect("routes lock");
+        let senders = routes.entry(key).or_default();
+        senders.retain(|s| !s.is_closed() && !s.same_channel(tx));
+        senders.push(tx.clone());
         Ok(())
     }
 }
@@ -337,10 +358,18 @@ impl KafkaCell {
         };
         let (partition, leader) = chosen.ok_or(ProbeError::Connect(ErrorKind::NotFound))?;
         if pinned.is_none() {
-            self.cluster.route(&self.topic, partition, &self.tx)?;
+            self.cluster.route(&self.topic, partition, &self.tx).await?;
             info!(topic = %self.topic, partition, leader, "cell pinned to partition");
         }
         Ok((partition, leader))
+    }
+}
+
+impl KafkaCell {
+    /// Creates the topic if needed and pins the partition, so the first probe measures the
+    /// broker rather than the set-up.
+    pub async fn prepare(&self) -> Result<(), ProbeError> {
+        self.resolve().await.map(|_| ())
     }
 }
 
