@@ -52,8 +52,9 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Workers and clients of a running matrix, stoppable in order.
-struct Probing {
+/// Workers and clients of a running matrix, stoppable in order. The daemon, `once`, the tests
+/// and the benchmarks all drive probes through this.
+pub struct Probing {
     reports: mpsc::Receiver<Report>,
     workers: TaskTracker,
     stop_workers: CancellationToken,
@@ -61,9 +62,26 @@ struct Probing {
     stop_clients: CancellationToken,
     backends: Backends,
     longest_timeout: Duration,
+    instance: u64,
 }
 
-/// Starts one worker per cell. `once` runs a single probe per cell with no phase.
+impl Probing {
+    /// Starts one worker per cell. `once` runs a single probe per cell with no phase.
+    pub async fn start(config: &ValidatedConfig, once: bool) -> Result<Probing, BackendError> {
+        start(config, once).await
+    }
+
+    /// The next report of any worker; `None` once all workers stopped and reports are drained.
+    pub async fn next(&mut self) -> Option<Report> {
+        self.reports.recv().await
+    }
+
+    /// The random id this run stamps on its probe payloads.
+    pub fn instance_id(&self) -> u64 {
+        self.instance
+    }
+}
+
 async fn start(config: &ValidatedConfig, once: bool) -> Result<Probing, BackendError> {
     let clients = TaskTracker::new();
     let stop_clients = CancellationToken::new();
@@ -98,12 +116,12 @@ async fn start(config: &ValidatedConfig, once: bool) -> Result<Probing, BackendE
     }
     workers.close();
     let longest_timeout = config.targets.iter().map(|t| t.probe.timeout).max().unwrap_or_default();
-    Ok(Probing { reports, workers, stop_workers, clients, stop_clients, backends, longest_timeout })
+    Ok(Probing { reports, workers, stop_workers, clients, stop_clients, backends, longest_timeout, instance })
 }
 
 impl Probing {
     /// Stops workers (letting probes in flight end), then clients.
-    async fn stop(&self) -> Result<(), DaemonError> {
+    pub async fn stop(&self) -> Result<(), DaemonError> {
         let grace = self.longest_timeout + GRACE;
         self.stop_workers.cancel();
         tokio::time::timeout(grace, self.workers.wait())
@@ -123,7 +141,7 @@ impl Probing {
 pub async fn run(config: ValidatedConfig) -> Result<(), DaemonError> {
     let mut signals = StopSignals::install().map_err(DaemonError::Signals)?;
     let m = &config.matrix;
-    let mut probing = start(&config, false).await?;
+    let mut probing = Probing::start(&config, false).await?;
     info!(
         instance = %config.daemon.instance,
         cells = m.len(),
@@ -155,7 +173,7 @@ pub async fn run(config: ValidatedConfig) -> Result<(), DaemonError> {
 
 /// Runs one probe per cell and returns each cell's result, in matrix order.
 pub async fn once(config: &ValidatedConfig) -> Result<Vec<Option<ProbeResult>>, DaemonError> {
-    let mut probing = start(config, true).await?;
+    let mut probing = Probing::start(config, true).await?;
     let mut results = vec![None; config.matrix.len()];
     let all_done = async {
         while let Some(report) = probing.reports.recv().await {

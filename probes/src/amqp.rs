@@ -75,14 +75,15 @@ enum Link {
 pub struct AmqpNode {
     config: AmqpClientConfig,
     link: watch::Sender<Link>,
-    /// The cells' consumer loops; each ends when its channel closes.
+    /// The cells' consumer loops; each ends when its channel closes or the node stops.
     consumers: TaskTracker,
+    stopped: CancellationToken,
 }
 
 impl AmqpNode {
     pub fn new(config: AmqpClientConfig) -> Arc<Self> {
         let (link, _) = watch::channel(Link::Connecting);
-        Arc::new(AmqpNode { config, link, consumers: TaskTracker::new() })
+        Arc::new(AmqpNode { config, link, consumers: TaskTracker::new(), stopped: CancellationToken::new() })
     }
 
     /// Waits until the first connection attempt has finished, successful or not.
@@ -118,8 +119,10 @@ impl AmqpNode {
                     let reason = loop {
                         let event = tokio::select! {
                             _ = cancel.cancelled() => {
-                                let _ = conn.close(200, "crossprobe stopping".into()).await;
                                 self.link.send_replace(Link::Down(ErrorKind::Client));
+                                self.stopped.cancel();
+                                let closing = conn.close(200, "crossprobe stopping".into());
+                                let _ = tokio::time::timeout(self.config.timeout, closing).await;
                                 return;
                             }
                             e = events.next() => e,
@@ -148,6 +151,7 @@ impl AmqpNode {
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
         self.link.send_replace(Link::Down(ErrorKind::Client));
+        self.stopped.cancel();
     }
 
     async fn connect(&self) -> Result<Connection, ErrorKind> {
@@ -212,9 +216,16 @@ impl AmqpCell {
             .map_err(|_| ProbeError::Connect(ErrorKind::Timeout))?
             .map_err(|e| ProbeError::Connect(kind(&e)))?;
         let tx = self.tx.clone();
-        // Ends when the channel closes; acks each message so the queue stays empty.
+        let stopped = self.node.stopped.clone();
+        // Ends when the channel closes or the node stops; acks each message so the queue
+        // stays empty.
         self.node.consumers.spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
+            loop {
+                let delivery = tokio::select! {
+                    _ = stopped.cancelled() => break,
+                    d = consumer.next() => d,
+                };
+                let Some(Ok(delivery)) = delivery else { break };
                 forward(&tx, &delivery.data);
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             }

@@ -1,0 +1,154 @@
+//! Real brokers for integration tests: the local zones of `deploy/local/crossprobe-local`
+//! (brought up once per test run, or reused when already running), or a user's own brokers
+//! given by environment variables (then fault injection is unavailable and fault tests say so).
+//!
+//! Tests that touch brokers take [`exclusive`] first: tests of one binary run one at a time, so
+//! a fault injected by one never lands in another. A [`Fault`] heals its zone when dropped,
+//! also when the test panics.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const ZONES: [&str; 3] = ["a", "b", "c"];
+
+/// Addresses and credentials of the three zones.
+#[derive(Debug)]
+pub struct Brokers {
+    pub kafka: [String; 3],
+    pub amqp: [String; 3],
+    pub acme_password: String,
+    pub globex_password: String,
+    /// The control script, when the zones are ours to break.
+    ctl: Option<PathBuf>,
+}
+
+/// The user's own brokers: `CROSSPROBE_KAFKA_A..C`, `CROSSPROBE_AMQP_A..C` and the tenants'
+/// AMQP passwords; `CROSSPROBE_LOCAL_CTL` when fault injection is possible.
+const USER_BROKERS: &str = "CROSSPROBE_KAFKA_A";
+
+pub fn brokers() -> &'static Brokers {
+    static BROKERS: OnceLock<Brokers> = OnceLock::new();
+    BROKERS.get_or_init(|| {
+        if std::env::var_os(USER_BROKERS).is_none() {
+            let out = ctl_command(&ctl_path(), &["up"]);
+            assert!(out.status.success(), "crossprobe-local up failed (run `deploy/local/crossprobe-local install` first):\n{}", String::from_utf8_lossy(&out.stderr));
+            let env = ctl_command(&ctl_path(), &["env"]);
+            for line in String::from_utf8_lossy(&env.stdout).lines() {
+                if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                    // Set once, under the OnceLock, for configs that name these variables.
+                    std::env::set_var(k, v.trim_matches('\''));
+                }
+            }
+        }
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+        Brokers {
+            kafka: ZONES.map(|z| var(&format!("CROSSPROBE_KAFKA_{}", z.to_uppercase()))),
+            amqp: ZONES.map(|z| var(&format!("CROSSPROBE_AMQP_{}", z.to_uppercase()))),
+            acme_password: var("CROSSPROBE_ACME_AMQP_PASSWORD"),
+            globex_password: var("CROSSPROBE_GLOBEX_AMQP_PASSWORD"),
+            ctl: std::env::var_os("CROSSPROBE_LOCAL_CTL").map(PathBuf::from),
+        }
+    })
+}
+
+fn ctl_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/crossprobe-local")
+}
+
+fn ctl_command(ctl: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(ctl).args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", ctl.display()))
+}
+
+/// Serializes broker tests within one test binary.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// An injected fault; dropping it heals the zone.
+pub struct Fault {
+    ctl: PathBuf,
+    zone: String,
+}
+
+impl Brokers {
+    /// Injects `kind` (with `arg`, e.g. the tenant of `revoke`) into `zone`. Returns `None`
+    /// (and says why) when the brokers are the user's own.
+    pub fn fault(&self, zone: &str, kind: &str, arg: Option<&str>) -> Option<Fault> {
+        let Some(ctl) = &self.ctl else {
+            eprintln!("skipping fault {kind} on zone {zone}: brokers come from the environment, not crossprobe-local");
+            return None;
+        };
+        let mut args = vec!["fault", zone, kind];
+        args.extend(arg);
+        let out = ctl_command(ctl, &args);
+        // Registered before checking, so even a half-applied fault is healed.
+        let fault = Fault { ctl: ctl.clone(), zone: zone.to_owned() };
+        assert!(out.status.success(), "fault {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Some(fault)
+    }
+
+    /// The brokers' control script, when they are ours.
+    pub fn ctl(&self) -> Option<&Path> {
+        self.ctl.as_deref()
+    }
+}
+
+impl Fault {
+    /// Heals now, checking that it worked.
+    pub fn heal(self) {
+        let out = ctl_command(&self.ctl, &["heal", &self.zone]);
+        assert!(out.status.success(), "heal {} failed: {}", self.zone, String::from_utf8_lossy(&out.stderr));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Fault {
+    fn drop(&mut self) {
+        let out = ctl_command(&self.ctl, &["heal", &self.zone]);
+        if !out.status.success() {
+            eprintln!("heal {} failed: {}", self.zone, String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// A random suffix so every test has its own topics, queues and instance.
+pub fn unique() -> String {
+    format!("{:08x}", crossprobe::scheduler::random_u64() as u32)
+}
+
+/// Probe timing of a generated matrix.
+pub struct Timing {
+    pub interval: &'static str,
+    pub timeout: &'static str,
+}
+
+pub const FAST: Timing = Timing { interval: "500ms", timeout: "400ms" };
+
+/// The local example's matrix (3 zones x 2 tenants x 2 protocols) on `brokers`, with topics,
+/// queues and instance unique to this call.
+pub fn local_matrix(b: &Brokers, timing: &Timing) -> (String, String) {
+    let id = unique();
+    let mut toml = format!(
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ninstance = \"test-{id}\"\n\n[probe]\ninterval = \"{}\"\ntimeout = \"{}\"\n\n",
+        timing.interval, timing.timeout
+    );
+    for (i, z) in ZONES.iter().enumerate() {
+        toml += &format!("[[targets]]\nname = \"kafka-{z}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n\n", b.kafka[i]);
+        toml += &format!("[[targets]]\nname = \"rabbit-{z}\"\nprotocol = \"amqp\"\naz = \"{z}\"\naddresses = [\"{}\"]\n\n", b.amqp[i]);
+    }
+    for t in ["acme", "globex"] {
+        toml += &format!(
+            "[[tenants]]\nname = \"{t}\"\nkafka = {{ topic = \"crossprobe-{t}-{id}\" }}\namqp = {{ vhost = \"{t}\", user = \"crossprobe-{t}\", password_env = \"CROSSPROBE_{}_AMQP_PASSWORD\" }}\n\n",
+            t.to_uppercase()
+        );
+    }
+    (toml, id)
+}
+
+pub fn parse(toml: &str) -> crossprobe::config::ValidatedConfig {
+    crossprobe::config::ValidatedConfig::parse(toml, Path::new("generated.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
