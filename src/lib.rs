@@ -3,6 +3,7 @@
 //!
 //! - [`backends`]: broker clients shared per cluster or connection, one backend per cell.
 //! - [`config`]: the TOML file, strict parsing, validation that reports every mistake.
+//! - [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
 //! - [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
 //! - [`report`]: the tables the CLI prints.
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
@@ -15,6 +16,7 @@ pub mod backends;
 pub mod config;
 pub mod daemon;
 pub mod matrix;
+pub mod metrics;
 pub mod report;
 pub mod scheduler;
 pub mod shutdown;

@@ -1,0 +1,285 @@
+//! Every metric the daemon exports, named here and nowhere else. Other modules call domain
+//! methods ([`Metrics::record`], [`Metrics::set_cell_states`], [`Metrics::set_verdict`]).
+//!
+//! Cell series carry the matrix's dimensions as labels and are all created at start-up, so a
+//! cell that never failed shows zeros, not absence. Latency histograms use buckets derived from
+//! the longest probe timeout; exact windowed quantiles come from an HDR histogram per cell,
+//! refreshed at each scrape. Error kinds are a bounded enum, created on first use.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossprobe_probes::outcome::OUTCOME_NAMES;
+use crossprobe_probes::tracker::Event;
+use hdrhistogram::Histogram as Hdr;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::matrix::Matrix;
+
+/// Window of the HDR quantiles: they describe the last one to two minutes.
+const QUANTILE_WINDOW: Duration = Duration::from_secs(60);
+/// Quantiles exported from the HDR window.
+pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
+
+/// Handles of one cell's series, resolved once so recording is a few atomic adds.
+struct CellSeries {
+    labels: Vec<String>,
+    outcomes: Vec<IntCounter>,
+    roundtrip: Histogram,
+    publish: Histogram,
+    duplicates: IntCounter,
+    reorders: IntCounter,
+    foreign: IntCounter,
+    late: IntCounter,
+    corrupt: IntCounter,
+    state: IntGauge,
+}
+
+/// Latencies in microseconds over the current and the previous window.
+struct Window {
+    current: Hdr<u64>,
+    previous: Hdr<u64>,
+    since: Instant,
+}
+
+/// The registry and every metric in it.
+pub struct Metrics {
+    registry: Registry,
+    dimensions: Vec<String>,
+    cells: Vec<CellSeries>,
+    errors: IntCounterVec,
+    quantiles: GaugeVec,
+    windows: Mutex<Vec<Window>>,
+    verdict: IntGauge,
+    outage: IntGauge,
+    scope_down: IntGaugeVec,
+    scopes_shown: Mutex<Vec<Vec<String>>>,
+    pub reload_success: IntGauge,
+    pub in_flight: IntGauge,
+    pub scheduler_lag: Histogram,
+    pub reconnects: IntCounterVec,
+}
+
+/// Histogram buckets for latencies up to `timeout`: doubling from 0.5 ms, ending at the timeout.
+pub fn latency_buckets(timeout: Duration) -> Vec<f64> {
+    let top = timeout.as_secs_f64();
+    let mut buckets = Vec::new();
+    let mut b = 0.0005;
+    while b < top {
+        buckets.push(b);
+        b *= 2.0;
+    }
+    buckets.push(top);
+    buckets
+}
+
+impl Metrics {
+    /// Registers every metric on `registry` and creates the series of every cell.
+    pub fn new(registry: Registry, matrix: &Matrix, longest_timeout: Duration) -> prometheus::Result<Self> {
+        let dims: Vec<&str> = matrix.dimensions().iter().map(String::as_str).collect();
+        let with = |extra: &[&'static str]| -> Vec<&str> { dims.iter().copied().chain(extra.iter().copied()).collect() };
+        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let buckets = latency_buckets(longest_timeout);
+        let histogram = |name: &str, help: &str| -> prometheus::Result<HistogramVec> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.clone()), &dims)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let probes = counter("crossprobe_probes_total", "Probes ended, by outcome.", &with(&["outcome"]))?;
+        let errors = counter(
+            "crossprobe_probe_errors_total",
+            "Failed publishes and connections, by stage and bounded error kind.",
+            &with(&["stage", "kind"]),
+        )?;
+        let roundtrip = histogram("crossprobe_roundtrip_seconds", "Publish start to consume, of ok probes.")?;
+        let publish = histogram("crossprobe_publish_seconds", "Publish start to broker acknowledgement.")?;
+        let duplicates = counter("crossprobe_duplicates_total", "Probe messages received more than once.", &dims)?;
+        let reorders = counter("crossprobe_reorders_total", "Probe messages received after a later one.", &dims)?;
+        let foreign = counter(
+            "crossprobe_foreign_messages_total",
+            "Valid probe messages of other daemon instances or earlier runs, dropped.",
+            &dims,
+        )?;
+        let late = counter("crossprobe_late_messages_total", "Probe messages back after their probe was counted lost.", &dims)?;
+        let corrupt = counter("crossprobe_corrupt_messages_total", "Messages in probe topics or queues that are not valid probes.", &dims)?;
+        let quantiles = GaugeVec::new(
+            Opts::new("crossprobe_roundtrip_window_seconds", "Exact round-trip quantiles of ok probes over the last 1 to 2 minutes."),
+            &with(&["quantile"]),
+        )?;
+        registry.register(Box::new(quantiles.clone()))?;
+        let state = IntGaugeVec::new(Opts::new("crossprobe_cell_state", "Debounced cell health: 0 healthy, 1 failing, -1 unknown."), &dims)?;
+        registry.register(Box::new(state.clone()))?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let verdict = gauge("crossprobe_verdict", "The correlator's verdict: 0 ok, 1 suspect, 2 partial, 3 outage.")?;
+        let outage = gauge("crossprobe_outage_confirmed", "1 while an outage is confirmed across dimensions: page on this.")?;
+        let scope_down = IntGaugeVec::new(
+            Opts::new("crossprobe_scope_down", "1 for each scope explaining the failures; unfixed dimensions are \"*\"."),
+            &dims,
+        )?;
+        registry.register(Box::new(scope_down.clone()))?;
+        let build = IntGaugeVec::new(Opts::new("crossprobe_build_info", "Always 1; the version as a label."), &["version"])?;
+        registry.register(Box::new(build.clone()))?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let reload_success = gauge("crossprobe_config_last_reload_success", "1 if the configuration in use loaded successfully.")?;
+        reload_success.set(1);
+        let in_flight = gauge("crossprobe_in_flight_probes", "Probes published and not yet ended.")?;
+        let scheduler_lag = Histogram::with_opts(
+            HistogramOpts::new("crossprobe_scheduler_lag_seconds", "How late probes start against their schedule.")
+                .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+        )?;
+        registry.register(Box::new(scheduler_lag.clone()))?;
+        let reconnects = counter("crossprobe_client_reconnects_total", "Broker client connections re-established.", &["protocol"])?;
+        for p in ["kafka", "amqp"] {
+            reconnects.with_label_values(&[p]);
+        }
+
+        let mut cells = Vec::with_capacity(matrix.len());
+        let mut windows = Vec::with_capacity(matrix.len());
+        for cell in matrix.cells() {
+            let l: Vec<&str> = cell.labels.iter().map(String::as_str).collect();
+            fn plus<'a>(l: &[&'a str], v: &'a str) -> Vec<&'a str> {
+                l.iter().copied().chain([v]).collect()
+            }
+            for q in QUANTILES {
+                quantiles.with_label_values(&plus(&l, &q.to_string())).set(f64::NAN);
+            }
+            let s = CellSeries {
+                labels: cell.labels.clone(),
+                outcomes: OUTCOME_NAMES.iter().map(|o| probes.with_label_values(&plus(&l, o))).collect(),
+                roundtrip: roundtrip.with_label_values(&l),
+                publish: publish.with_label_values(&l),
+                duplicates: duplicates.with_label_values(&l),
+                reorders: reorders.with_label_values(&l),
+                foreign: foreign.with_label_values(&l),
+                late: late.with_label_values(&l),
+                corrupt: corrupt.with_label_values(&l),
+                state: state.with_label_values(&l),
+            };
+            s.state.set(-1);
+            cells.push(s);
+            windows.push(Window { current: hdr(), previous: hdr(), since: Instant::now() });
+        }
+        Ok(Metrics {
+            registry,
+            dimensions: matrix.dimensions().to_vec(),
+            cells,
+            errors,
+            quantiles,
+            windows: Mutex::new(windows),
+            verdict,
+            outage,
+            scope_down,
+            scopes_shown: Mutex::new(Vec::new()),
+            reload_success,
+            in_flight,
+            scheduler_lag,
+            reconnects,
+        })
+    }
+
+    /// Counts one worker report of cell `cell`.
+    pub fn record(&self, cell: usize, event: &Event) {
+        let s = &self.cells[cell];
+        match event {
+            Event::Done(r) => {
+                let i = OUTCOME_NAMES.iter().position(|n| *n == r.outcome.name()).expect("outcome names are complete");
+                s.outcomes[i].inc();
+                if let Some(p) = r.publish {
+                    s.publish.observe(p.as_secs_f64());
+                }
+                if let (false, Some(rt)) = (r.outcome.is_failure(), r.roundtrip) {
+                    s.roundtrip.observe(rt.as_secs_f64());
+                    let mut windows = self.windows.lock().expect("windows lock");
+                    let _ = windows[cell].current.record(rt.as_micros().max(1) as u64);
+                }
+                if let (Some(kind), stage) = (r.outcome.kind(), r.outcome.name()) {
+                    let stage = if stage == "connect_failed" { "connect" } else { "publish" };
+                    let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
+                    labels.extend([stage, kind.as_str()]);
+                    self.errors.with_label_values(&labels).inc();
+                }
+            }
+            Event::Late { .. } => s.late.inc(),
+            Event::Duplicate { .. } => s.duplicates.inc(),
+            Event::Reorder { .. } => s.reorders.inc(),
+            Event::Foreign => s.foreign.inc(),
+            Event::Corrupt => s.corrupt.inc(),
+            Event::OtherCell => {}
+        }
+    }
+
+    /// Cell states in matrix order: 0 healthy, 1 failing, -1 unknown.
+    pub fn set_cell_states(&self, states: impl IntoIterator<Item = i64>) {
+        for (s, v) in self.cells.iter().zip(states) {
+            s.state.set(v);
+        }
+    }
+
+    /// The verdict level (0 ok .. 3 outage) and the explaining scopes, each as one value per
+    /// dimension with `*` where the scope does not fix it. Scopes no longer shown are removed.
+    pub fn set_verdict(&self, level: i64, outage: bool, scopes: Vec<Vec<String>>) {
+        self.verdict.set(level);
+        self.outage.set(i64::from(outage));
+        let mut shown = self.scopes_shown.lock().expect("scopes lock");
+        for old in shown.iter().filter(|s| !scopes.contains(s)) {
+            let _ = self.scope_down.remove_label_values(&old.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        for s in &scopes {
+            self.scope_down.with_label_values(&s.iter().map(String::as_str).collect::<Vec<_>>()).set(1);
+        }
+        *shown = scopes;
+    }
+
+    /// The dimensions, in label order.
+    pub fn dimensions(&self) -> &[String] {
+        &self.dimensions
+    }
+
+    /// The Prometheus text format of every metric, with the HDR quantiles refreshed.
+    pub fn render(&self) -> String {
+        self.refresh_quantiles();
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn refresh_quantiles(&self) {
+        let mut windows = self.windows.lock().expect("windows lock");
+        let now = Instant::now();
+        for (w, s) in windows.iter_mut().zip(&self.cells) {
+            if now.duration_since(w.since) >= QUANTILE_WINDOW {
+                std::mem::swap(&mut w.current, &mut w.previous);
+                w.current.reset();
+                w.since = now;
+            }
+            let mut merged = w.previous.clone();
+            let _ = merged.add(&w.current);
+            for q in QUANTILES {
+                let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
+                let q_label = q.to_string();
+                labels.push(&q_label);
+                let v = if merged.is_empty() { f64::NAN } else { merged.value_at_quantile(q) as f64 / 1e6 };
+                self.quantiles.with_label_values(&labels).set(v);
+            }
+        }
+    }
+}
+
+/// 1 µs to 1 h at 2 significant digits: about 2 KiB per histogram.
+fn hdr() -> Hdr<u64> {
+    Hdr::new_with_bounds(1, 3_600_000_000, 2).expect("static bounds are valid")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use std::path::Path;
+
+use crossprobe_probes::outcome::{ErrorKind, Outcome};
+use crossprobe_probes::tracker::ProbeResult;
+
+use super::*;
+use crate::config::ValidatedConfig;
+
+fn metrics() -> Metrics {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml")).unwrap();
+    let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
+    Metrics::new(Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap()
+}
+
+fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
+    text.lines().find(|l| l.starts_with(start))
+}
+
+const CELL0: [(&str, &str); 4] = [("az", "a"), ("tenant", "acme"), ("protocol", "kafka"), ("broker", "kafka-a")];
+
+/// A series as the text format writes it: labels sorted by name.
+fn series(name: &str, labels: &[(&str, &str)], extra: &[(&str, &str)]) -> String {
+    let mut all: Vec<(&str, &str)> = labels.iter().chain(extra).copied().collect();
+    all.sort();
+    let inner: Vec<String> = all.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
+#[test]
+fn every_cell_series_exists_at_start_up() {
+    let text = metrics().render();
+    for outcome in OUTCOME_NAMES {
+        let s = format!("{} 0", series("crossprobe_probes_total", &CELL0, &[("outcome", outcome)]));
+        assert!(text.contains(&s), "missing {s}");
+    }
+    assert_eq!(text.lines().filter(|l| l.starts_with("crossprobe_probes_total{")).count(), 12 * 6);
+    assert_eq!(text.lines().filter(|l| l.starts_with("crossprobe_cell_state{")).count(), 12);
+    assert!(text.contains(&format!("{} -1", series("crossprobe_cell_state", &CELL0, &[]))));
+    assert!(text.contains("crossprobe_verdict 0") && text.contains("crossprobe_outage_confirmed 0"));
+    assert!(text.contains(&format!("crossprobe_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn reports_are_counted_by_outcome_kind_and_latency() {
+    let m = metrics();
+    let ok = ProbeResult { seq: 1, outcome: Outcome::Ok, publish: Some(Duration::from_millis(1)), roundtrip: Some(Duration::from_millis(7)) };
+    m.record(0, &Event::Done(ok));
+    m.record(0, &Event::Done(ProbeResult { outcome: Outcome::PublishFailed(ErrorKind::Blocked), publish: None, roundtrip: None, ..ok }));
+    m.record(0, &Event::Duplicate { seq: 1 });
+    m.record(0, &Event::Foreign);
+    let text = m.render();
+    for expected in [
+        series("crossprobe_probes_total", &CELL0, &[("outcome", "ok")]),
+        series("crossprobe_probes_total", &CELL0, &[("outcome", "publish_failed")]),
+        series("crossprobe_probe_errors_total", &CELL0, &[("stage", "publish"), ("kind", "blocked")]),
+        series("crossprobe_duplicates_total", &CELL0, &[]),
+        series("crossprobe_foreign_messages_total", &CELL0, &[]),
+        series("crossprobe_roundtrip_seconds_count", &CELL0, &[]),
+    ] {
+        assert!(text.contains(&format!("{expected} 1")), "expected {expected} 1 in:\n{text}");
+    }
+    let p50 = line(&text, &series("crossprobe_roundtrip_window_seconds", &CELL0, &[("quantile", "0.5")])).unwrap();
+    let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((v - 0.007).abs() < 0.0001, "HDR p50 should be 7 ms, saw {p50}");
+}
+
+#[test]
+fn scope_series_appear_and_disappear_with_the_verdict() {
+    let m = metrics();
+    let zone_b = vec!["b".to_owned(), "*".into(), "*".into(), "*".into()];
+    m.set_verdict(2, false, vec![zone_b.clone()]);
+    let text = m.render();
+    assert!(text.contains("crossprobe_scope_down{az=\"b\",broker=\"*\",protocol=\"*\",tenant=\"*\"} 1"), "{text}");
+    assert!(text.contains("crossprobe_verdict 2"));
+    m.set_verdict(0, false, vec![]);
+    let text = m.render();
+    assert!(!text.contains("crossprobe_scope_down{"), "a cleared scope must be removed:\n{text}");
+}
+
+#[test]
+fn buckets_double_up_to_the_timeout() {
+    assert_eq!(latency_buckets(Duration::from_millis(4)), [0.0005, 0.001, 0.002, 0.004]);
+    let b = latency_buckets(Duration::from_millis(500));
+    assert_eq!((b.first(), b.last(), b.len()), (Some(&0.0005), Some(&0.5), 11));
+}
