@@ -8,6 +8,7 @@
 //! - [`report`]: the tables the CLI prints.
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
 //! - [`daemon`]: the long-running process and `once`: workers, report handling, orderly stop.
+//! - [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`.
 //! - [`shutdown`]: the cancellation tree and task tracker every task hangs off.
 
 #![forbid(unsafe_code)]
@@ -19,4 +20,5 @@ pub mod matrix;
 pub mod metrics;
 pub mod report;
 pub mod scheduler;
+pub mod server;
 pub mod shutdown;

@@ -1,0 +1,65 @@
+//! The HTTP surface: `/metrics` (Prometheus text format), `/verdict` (the correlator's answer
+//! with its evidence and every cell's state, as JSON), `/healthz` (the process answers) and
+//! `/readyz` (every cell has reported and every client has connected at least once).
+//!
+//! Handlers only read what the daemon's report task published; they never touch the
+//! correlator's tables. The server is stopped last, so the final scrape sees final counts.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What the handlers serve, published by the daemon's report task.
+pub struct Shared {
+    pub metrics: Metrics,
+    /// The current verdict document, already serialized.
+    pub verdict: RwLock<String>,
+    /// `None` when ready, otherwise why not.
+    pub not_ready: RwLock<Option<String>>,
+}
+
+/// The routes over `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/verdict", get(verdict))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+/// Binds the listen address; done before any probe starts, so a taken port fails fast.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `stop` is cancelled, then finishes the requests in progress.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(shared)).with_graceful_shutdown(stop.cancelled_owned()).await
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let body = s.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn verdict(State(s): State<Arc<Shared>>) -> Response {
+    let body = s.verdict.read().expect("verdict lock").clone();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    match s.not_ready.read().expect("readiness lock").clone() {
+        None => (StatusCode::OK, "ready\n".to_owned()).into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
