@@ -1,21 +1,29 @@
-//! The daemon: logging set-up, start-up from a validated config, the probe workers and the task
-//! that consumes their reports, and the orderly stop on SIGINT or SIGTERM.
+//! The daemon: logging set-up, start-up from a validated config (HTTP address bound before any
+//! probe starts), the probe workers, and the orderly stop on SIGINT or SIGTERM.
 //!
 //! Stop order: workers stop scheduling and finish their probes in flight (at most one
-//! timeout), then the broker clients close, then the report consumer drains what is left.
+//! timeout), then the broker clients close, then the report task takes the last reports and
+//! evaluates once more, and the HTTP server stops last, so the final scrape sees final counts.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossprobe_probes::tracker::{Event, ProbeResult, Tracker};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::backends::{BackendError, Backends, CellBackend};
 use crate::config::{LogFormat, ValidatedConfig};
-use crate::scheduler::{self, Report, WorkerSpec};
+use crate::correlator::Correlator;
+use crate::metrics::Metrics;
+use crate::reports::Reports;
+use crate::scheduler::{self, Report, WorkerGauges, WorkerSpec};
+use crate::server::{self, Shared};
 use crate::shutdown::StopSignals;
 
 /// Time allowed, beyond the longest probe timeout, for workers and clients to stop.
@@ -30,6 +38,16 @@ pub enum DaemonError {
     Backend(#[from] BackendError),
     #[error("{0} still running after the stop grace period")]
     Stuck(&'static str),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("cannot create the record file {}: {1}", .0.display())]
+    Record(PathBuf, #[source] std::io::Error),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Correlator(#[from] crate::correlator::CorrelatorError),
 }
 
 /// Without `RUST_LOG`: INFO, but lapin's own logs off, since it logs every broker disconnect
@@ -67,8 +85,12 @@ pub struct Probing {
 
 impl Probing {
     /// Starts one worker per cell. `once` runs a single probe per cell with no phase.
-    pub async fn start(config: &ValidatedConfig, once: bool) -> Result<Probing, BackendError> {
-        start(config, once).await
+    pub async fn start(
+        config: &ValidatedConfig,
+        once: bool,
+        gauges: Option<WorkerGauges>,
+    ) -> Result<Probing, BackendError> {
+        start(config, once, gauges).await
     }
 
     /// The next report of any worker; `None` once all workers stopped and reports are drained.
@@ -82,7 +104,7 @@ impl Probing {
     }
 }
 
-async fn start(config: &ValidatedConfig, once: bool) -> Result<Probing, BackendError> {
+async fn start(config: &ValidatedConfig, once: bool, gauges: Option<WorkerGauges>) -> Result<Probing, BackendError> {
     let clients = TaskTracker::new();
     let stop_clients = CancellationToken::new();
     let mut backends = Backends::build(config, &clients, &stop_clients)?;
@@ -105,6 +127,7 @@ async fn start(config: &ValidatedConfig, once: bool) -> Result<Probing, BackendE
                 scheduler::phase(instance, cell.key, settings.interval)
             },
             max_probes: once.then_some(1),
+            gauges: gauges.clone(),
         };
         let (out, cancel) = (out.clone(), stop_workers.clone());
         workers.spawn(async move {
@@ -137,43 +160,127 @@ impl Probing {
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then stops in order.
-pub async fn run(config: ValidatedConfig) -> Result<(), DaemonError> {
-    let mut signals = StopSignals::install().map_err(DaemonError::Signals)?;
-    let m = &config.matrix;
-    let mut probing = Probing::start(&config, false).await?;
-    info!(
-        instance = %config.daemon.instance,
-        cells = m.len(),
-        targets = config.targets.len(),
-        tenants = config.tenants.len(),
-        dimensions = %m.dimensions().join(","),
-        "crossprobe started"
-    );
-    for cell in m.cells() {
-        debug!(cell = %cell.id, labels = %m.describe(cell), "cell");
+/// How `run` was asked to behave beyond the config.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Write every probe outcome as a JSON line here (the `replay` format).
+    pub record: Option<PathBuf>,
+}
+
+/// A running daemon: HTTP server, probe workers, and the report task that owns the correlator.
+pub struct Daemon {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), DaemonError>>,
+}
+
+impl Daemon {
+    /// Binds the HTTP address, then starts probing. Returns once everything runs.
+    pub async fn start(config: ValidatedConfig, options: RunOptions) -> Result<Daemon, DaemonError> {
+        let listener = server::bind(config.daemon.listen)
+            .await
+            .map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
+        let addr = listener.local_addr().map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
+        let record = match &options.record {
+            Some(path) => Some(std::fs::File::create(path).map_err(|e| DaemonError::Record(path.clone(), e))?),
+            None => None,
+        };
+        let longest_timeout = config.targets.iter().map(|t| t.probe.timeout).max().unwrap_or_default();
+        let metrics = Metrics::new(prometheus::Registry::new(), &config.matrix, longest_timeout)?;
+        let gauges = WorkerGauges { lag: metrics.scheduler_lag.clone(), in_flight: metrics.in_flight.clone() };
+        let correlator = Correlator::new(&config.matrix, &config.correlator)?;
+        let shared = Arc::new(Shared {
+            metrics,
+            verdict: RwLock::new(String::new()),
+            not_ready: RwLock::new(Some("starting".into())),
+        });
+        let server_stop = CancellationToken::new();
+        let server = tokio::spawn(server::serve(listener, shared.clone(), server_stop.clone()));
+        info!(
+            listen = %addr,
+            instance = %config.daemon.instance,
+            cells = config.matrix.len(),
+            targets = config.targets.len(),
+            tenants = config.tenants.len(),
+            dimensions = %config.matrix.dimensions().join(","),
+            "crossprobe started"
+        );
+        let probing = match Probing::start(&config, false, Some(gauges)).await {
+            Ok(p) => p,
+            Err(e) => {
+                server_stop.cancel();
+                let _ = server.await;
+                return Err(e.into());
+            }
+        };
+        let tick = config.correlator.tick;
+        let reports = Reports::new(config, correlator, shared, record);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(report_loop(probing, reports, tick, stop.clone(), server_stop, server));
+        Ok(Daemon { addr, stop, task })
     }
-    let mut log = OutcomeLog::new(m.len());
-    let name = loop {
+
+    /// The address the HTTP server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Asks the daemon to stop; [`Daemon::wait`] returns when it has.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits for the daemon to end, after [`Daemon::stop`] or a failure.
+    pub async fn wait(self) -> Result<(), DaemonError> {
+        self.task.await.unwrap_or(Err(DaemonError::Stuck("report task")))
+    }
+}
+
+/// Feeds reports to the correlator and metrics, evaluates every tick; on stop, stops the
+/// workers and clients, takes their last reports, evaluates once more, then stops the server.
+async fn report_loop(
+    mut probing: Probing,
+    mut reports: Reports,
+    tick: Duration,
+    stop: CancellationToken,
+    server_stop: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<(), DaemonError> {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
         tokio::select! {
-            name = signals.recv() => break name,
-            Some(report) = probing.reports.recv() => log.record(&config, &report),
+            _ = stop.cancelled() => break,
+            Some(report) = probing.next() => reports.handle(&report),
+            _ = ticker.tick() => reports.tick(),
         }
-    };
-    info!(signal = name, "stopping");
+    }
     let stopped = probing.stop().await;
     while let Ok(report) = probing.reports.try_recv() {
-        log.record(&config, &report);
+        reports.handle(&report);
     }
-    log.summary();
+    reports.finish();
+    server_stop.cancel();
+    let served = server.await.map_err(|_| DaemonError::Stuck("HTTP server"))?;
     stopped?;
+    served.map_err(DaemonError::Serve)
+}
+
+/// Runs until SIGINT or SIGTERM, then stops in order.
+pub async fn run(config: ValidatedConfig, options: RunOptions) -> Result<(), DaemonError> {
+    let mut signals = StopSignals::install().map_err(DaemonError::Signals)?;
+    let daemon = Daemon::start(config, options).await?;
+    let name = signals.recv().await;
+    info!(signal = name, "stopping");
+    daemon.stop();
+    daemon.wait().await?;
     info!("stopped");
     Ok(())
 }
 
 /// Runs one probe per cell and returns each cell's result, in matrix order.
 pub async fn once(config: &ValidatedConfig) -> Result<Vec<Option<ProbeResult>>, DaemonError> {
-    let mut probing = Probing::start(config, true).await?;
+    let mut probing = Probing::start(config, true, None).await?;
     let mut results = vec![None; config.matrix.len()];
     let all_done = async {
         while let Some(report) = probing.reports.recv().await {
@@ -190,52 +297,3 @@ pub async fn once(config: &ValidatedConfig) -> Result<Vec<Option<ProbeResult>>, 
     Ok(results)
 }
 
-/// Logs outcomes without flooding: a failure when a cell's outcome changes, recovery, and a
-/// summary of counts every minute. Metrics carry the full detail.
-struct OutcomeLog {
-    last: Vec<Option<&'static str>>,
-    counts: std::collections::BTreeMap<&'static str, u64>,
-    since: Instant,
-}
-
-impl OutcomeLog {
-    fn new(cells: usize) -> Self {
-        OutcomeLog { last: vec![None; cells], counts: Default::default(), since: Instant::now() }
-    }
-
-    fn record(&mut self, config: &ValidatedConfig, report: &Report) {
-        let cell = &config.matrix.cells()[report.cell];
-        let name = match report.event {
-            Event::Done(r) => {
-                let name = r.outcome.name();
-                let previous = self.last[report.cell].replace(name);
-                if previous != Some(name) {
-                    if r.outcome.is_failure() {
-                        warn!(cell = %cell.id, outcome = %r.outcome, "probe failed");
-                    } else if previous.is_some() {
-                        info!(cell = %cell.id, "probe ok again");
-                    }
-                }
-                debug!(cell = %cell.id, outcome = %r.outcome, publish = ?r.publish, roundtrip = ?r.roundtrip, "probe");
-                name
-            }
-            Event::Late { .. } => "late",
-            Event::Duplicate { .. } => "duplicate",
-            Event::Reorder { .. } => "reorder",
-            Event::Foreign => "foreign",
-            Event::Corrupt => "corrupt_message",
-            Event::OtherCell => return,
-        };
-        *self.counts.entry(name).or_default() += 1;
-        if self.since.elapsed() >= Duration::from_secs(60) {
-            self.summary();
-        }
-    }
-
-    fn summary(&mut self) {
-        let counts: Vec<String> = self.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        info!(counts = %counts.join(" "), "probe outcomes in the last period");
-        self.counts.clear();
-        self.since = Instant::now();
-    }
-}

@@ -6,6 +6,7 @@
 //! - [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
 //! - [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
 //! - [`report`]: the tables the CLI prints.
+//! - [`reports`]: the task that owns the correlator: metrics, verdicts, readiness, records.
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
 //! - [`daemon`]: the long-running process and `once`: workers, report handling, orderly stop.
 //! - [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`.
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod matrix;
 pub mod metrics;
 pub mod report;
+pub mod reports;
 pub mod scheduler;
 pub mod server;
 pub mod shutdown;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use crossprobe::config::ValidatedConfig;
+use crossprobe::daemon::RunOptions;
 
 const EXIT_USAGE: u8 = 64;
 
@@ -36,6 +37,9 @@ enum Command {
     Run {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Also write every probe outcome to FILE as JSON lines, the input format of `replay`.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
 }
 
@@ -75,13 +79,13 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Run { config } => {
+        Command::Run { config, record } => {
             let config = match load(&config) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             crossprobe::daemon::init_logging(config.daemon.log_format);
-            match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::run(config))?)) {
+            match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::run(config, RunOptions { record }))?)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

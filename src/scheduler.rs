@@ -48,6 +48,15 @@ pub struct WorkerSpec {
     pub phase: Duration,
     /// Stop after this many probes have ended (`once`); run until cancelled when `None`.
     pub max_probes: Option<u64>,
+    /// Where to observe how late probes start and how many are in flight.
+    pub gauges: Option<WorkerGauges>,
+}
+
+/// The self-metrics a worker keeps up to date.
+#[derive(Clone)]
+pub struct WorkerGauges {
+    pub lag: prometheus::Histogram,
+    pub in_flight: prometheus::IntGauge,
 }
 
 /// The phase of a cell: spread over one interval, stable for a given seed and cell.
@@ -77,6 +86,7 @@ pub async fn worker<B: CellBackend>(
     let mut started = 0u64;
     let mut ended = 0u64;
     let mut stopping = false;
+    let mut mine_in_flight = 0i64;
     let report = |event: Event| {
         let out = out.clone();
         let cell = spec.cell;
@@ -116,7 +126,10 @@ pub async fn worker<B: CellBackend>(
                     report(Event::Done(r)).await;
                 }
             }
-            _ = ticker.tick(), if may_start => {
+            scheduled = ticker.tick(), if may_start => {
+                if let Some(g) = &spec.gauges {
+                    g.lag.observe(tokio::time::Instant::now().saturating_duration_since(scheduled).as_secs_f64());
+                }
                 let header = spec.tracker.start(now());
                 started += 1;
                 let payload = header.encode(spec.settings.message_size);
@@ -130,9 +143,18 @@ pub async fn worker<B: CellBackend>(
                 }));
             }
         }
+        if let Some(g) = &spec.gauges {
+            // The gauge is shared by all workers: each adds the change of its own count.
+            let now_in = spec.tracker.in_flight() as i64;
+            g.in_flight.add(now_in - mine_in_flight);
+            mine_in_flight = now_in;
+        }
         if spec.max_probes.is_some_and(|max| ended >= max) {
             break;
         }
+    }
+    if let Some(g) = &spec.gauges {
+        g.in_flight.sub(mine_in_flight);
     }
 }
 

@@ -69,7 +69,7 @@ async fn a_paused_zone_fails_within_the_timeout_and_recovers_after_heal() {
     let b = brokers();
     let (toml, _) = local_matrix(b, &FAST);
     let config = parse(&toml);
-    let mut p = Probing::start(&config, false).await.unwrap();
+    let mut p = Probing::start(&config, false, None).await.unwrap();
     until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
 
     let Some(fault) = b.fault("b", "pause", None) else { return p.stop().await.unwrap() };
@@ -110,7 +110,7 @@ async fn a_killed_zone_reports_connect_failed_and_recovers_after_restart() {
     let b = brokers();
     let (toml, _) = local_matrix(b, &FAST);
     let config = parse(&toml);
-    let mut p = Probing::start(&config, false).await.unwrap();
+    let mut p = Probing::start(&config, false, None).await.unwrap();
     until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
 
     let Some(fault) = b.fault("b", "kill", None) else { return p.stop().await.unwrap() };

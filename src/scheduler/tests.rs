@@ -69,6 +69,7 @@ fn start(script: Script, phase: Duration, max_probes: Option<u64>) -> Run {
         tracker: Tracker::new(1, 2, TIMEOUT, now()),
         phase,
         max_probes,
+        gauges: None,
     };
     let task = {
         let (fake, cancel) = (fake.clone(), cancel.clone());

@@ -1,0 +1,198 @@
+//! The report task: the single owner of the correlator. It takes every worker report, counts it
+//! in the metrics, feeds outcomes to the correlator, evaluates once per tick, and publishes the
+//! verdict, cell states and readiness for the HTTP server. It also writes `--record` files and
+//! logs outcomes without flooding.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossprobe_probes::tracker::Event;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::config::ValidatedConfig;
+use crate::correlator::replay::OutcomeRecord;
+use crate::correlator::{CellState, Correlator};
+use crate::scheduler::Report;
+use crate::server::Shared;
+
+/// Everything the report task owns.
+pub struct Reports {
+    config: ValidatedConfig,
+    correlator: Correlator,
+    shared: Arc<Shared>,
+    record: Option<std::io::BufWriter<std::fs::File>>,
+    started: Instant,
+    reported: Vec<bool>,
+    connected: Vec<bool>,
+    log: OutcomeLog,
+    last_level: Option<&'static str>,
+}
+
+impl Reports {
+    pub fn new(
+        config: ValidatedConfig,
+        correlator: Correlator,
+        shared: Arc<Shared>,
+        record: Option<std::fs::File>,
+    ) -> Self {
+        let cells = config.matrix.len();
+        let mut reports = Reports {
+            config,
+            correlator,
+            shared,
+            record: record.map(std::io::BufWriter::new),
+            started: Instant::now(),
+            reported: vec![false; cells],
+            connected: vec![false; cells],
+            log: OutcomeLog::new(cells),
+            last_level: None,
+        };
+        reports.publish();
+        reports
+    }
+
+    /// Takes one worker report.
+    pub fn handle(&mut self, report: &Report) {
+        self.shared.metrics.record(report.cell, &report.event);
+        self.log.record(&self.config, report);
+        let Event::Done(result) = report.event else { return };
+        if let Err(e) = self.correlator.record(report.cell, &result.outcome) {
+            warn!(error = %e, "correlator rejected an outcome");
+        }
+        self.reported[report.cell] = true;
+        if !matches!(result.outcome, crossprobe_probes::Outcome::ConnectFailed(_)) {
+            self.connected[report.cell] = true;
+        }
+        if let Some(w) = &mut self.record {
+            let at_ms = report.at.saturating_duration_since(self.started).as_millis() as u64;
+            let cell = &self.config.matrix.cells()[report.cell];
+            let rtt_ms = result.roundtrip.map(|d| d.as_secs_f64() * 1000.0);
+            let line = OutcomeRecord::new(at_ms, &self.config.matrix, cell, &result.outcome, rtt_ms);
+            if let Err(e) = line.write_line(w) {
+                warn!(error = %e, "cannot write the record file; recording stops");
+                self.record = None;
+            }
+        }
+    }
+
+    /// One evaluation tick: verdict, cell states and readiness published.
+    pub fn tick(&mut self) {
+        self.correlator.tick();
+        self.publish();
+    }
+
+    /// Flushes the record file; called once the workers stopped and their reports are in.
+    pub fn finish(&mut self) {
+        self.tick();
+        if let Some(w) = &mut self.record {
+            if let Err(e) = w.flush() {
+                warn!(error = %e, "cannot flush the record file");
+            }
+        }
+        self.log.summary();
+    }
+
+    fn publish(&mut self) {
+        let m = &self.config.matrix;
+        let verdict = self.correlator.verdict();
+        let states: Vec<CellState> = self.correlator.cell_states().collect();
+        self.shared.metrics.set_cell_states(states.iter().map(|s| s.gauge()));
+        let scopes: Vec<Vec<String>> = verdict
+            .scope_labels()
+            .iter()
+            .map(|fixed| {
+                m.dimensions()
+                    .iter()
+                    .map(|d| fixed.get(d).map_or("*".to_owned(), str::to_owned))
+                    .collect()
+            })
+            .collect();
+        let level = verdict.level;
+        self.shared.metrics.set_verdict(level.gauge(), level == crate::correlator::Level::Outage, scopes);
+        if self.last_level != Some(level.as_str()) {
+            let scopes: Vec<String> = verdict.scope_labels().iter().map(|l| l.to_string()).collect();
+            info!(verdict = level.as_str(), rule = %verdict.rule, scopes = %scopes.join(" "), "verdict changed");
+            self.last_level = Some(level.as_str());
+        }
+        let cells: Vec<_> = m
+            .cells()
+            .iter()
+            .zip(&states)
+            .map(|(c, s)| {
+                let labels: BTreeMap<&str, &str> = m.labels(c).collect();
+                json!({ "id": c.id.as_str(), "labels": labels, "state": s.as_str() })
+            })
+            .collect();
+        let document = json!({
+            "verdict": level.as_str(),
+            "scopes": verdict.scope_labels(),
+            "evidence": verdict,
+            "cells": cells,
+        });
+        *self.shared.verdict.write().expect("verdict lock") = document.to_string();
+        let silent = self.reported.iter().filter(|r| !**r).count();
+        let unconnected = self.connected.iter().filter(|c| !**c).count();
+        let not_ready = match (silent, unconnected) {
+            (0, 0) => None,
+            (0, n) => Some(format!("{n} cells have not connected yet")),
+            (n, _) => Some(format!("{n} cells have no outcome yet")),
+        };
+        *self.shared.not_ready.write().expect("readiness lock") = not_ready;
+    }
+}
+
+/// Logs outcomes without flooding: a failure when a cell's outcome changes, recovery, and a
+/// summary of counts every minute. Metrics carry the full detail.
+struct OutcomeLog {
+    last: Vec<Option<&'static str>>,
+    counts: BTreeMap<&'static str, u64>,
+    since: Instant,
+}
+
+impl OutcomeLog {
+    fn new(cells: usize) -> Self {
+        OutcomeLog { last: vec![None; cells], counts: BTreeMap::new(), since: Instant::now() }
+    }
+
+    fn record(&mut self, config: &ValidatedConfig, report: &Report) {
+        let cell = &config.matrix.cells()[report.cell];
+        let name = match report.event {
+            Event::Done(r) => {
+                let name = r.outcome.name();
+                let previous = self.last[report.cell].replace(name);
+                if previous != Some(name) {
+                    if r.outcome.is_failure() {
+                        warn!(cell = %cell.id, outcome = %r.outcome, "probe failed");
+                    } else if previous.is_some() {
+                        info!(cell = %cell.id, "probe ok again");
+                    }
+                }
+                debug!(cell = %cell.id, outcome = %r.outcome, publish = ?r.publish, roundtrip = ?r.roundtrip, "probe");
+                name
+            }
+            Event::Late { .. } => "late",
+            Event::Duplicate { .. } => "duplicate",
+            Event::Reorder { .. } => "reorder",
+            Event::Foreign => "foreign",
+            Event::Corrupt => "corrupt_message",
+            Event::OtherCell => return,
+        };
+        *self.counts.entry(name).or_default() += 1;
+        if self.since.elapsed() >= Duration::from_secs(60) {
+            self.summary();
+        }
+    }
+
+    fn summary(&mut self) {
+        if self.counts.is_empty() {
+            return;
+        }
+        let counts: Vec<String> = self.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        info!(counts = %counts.join(" "), "probe outcomes in the last period");
+        self.counts.clear();
+        self.since = Instant::now();
+    }
+}
