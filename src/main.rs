@@ -32,6 +32,30 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Feed recorded outcomes (JSON lines) through the correlator and print each verdict change.
+    Replay {
+        #[arg(long, short, value_name = "FILE")]
+        input: PathBuf,
+        /// Use this configuration's matrix and [correlator] settings instead of the input's
+        /// cells and the defaults.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the scopes that explain one snapshot of cells (CSV), strongest first.
+    Localize {
+        #[arg(long, short, value_name = "FILE.csv")]
+        input: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One scope per line: `az=b&tenant=acme`, `*` for everything.
+    Text,
+    /// The scopes with their evidence.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +88,50 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Replay { input, config } => replay(&input, config),
+        Command::Localize { input, format } => localize(&input, format),
+    }
+}
+
+fn replay(input: &std::path::Path, config: Option<PathBuf>) -> ExitCode {
+    use crossprobe::correlator::replay::{replay_file, ReplayError};
+    let config = match config.map(|c| load(&c)).transpose() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match replay_file(input, config.as_ref().map(|c| (&c.matrix, &c.correlator)), &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ ReplayError::Write(_)) => {
+            eprintln!("{}: {e}", input.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", input.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn localize(input: &std::path::Path, format: Format) -> ExitCode {
+    match crossprobe::correlator::localize::localize_file(input) {
+        Ok(found) => {
+            match format {
+                Format::Text => print!("{}", found.to_text()),
+                Format::Json => match serde_json::to_string_pretty(&found) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", input.display());
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
