@@ -95,6 +95,11 @@ impl Workspace {
         self.is_failing[cell]
     }
 
+    /// Whether `cell` was failing and covered by a chosen scope at the last call.
+    pub fn is_covered(&self, cell: usize) -> bool {
+        self.covered[cell]
+    }
+
     /// Number of distinct failing cells at the last call.
     pub fn failing_cells(&self) -> usize {
         self.marked.len()

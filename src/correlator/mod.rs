@@ -7,6 +7,7 @@
 //! - [`explain`]: the pure explanation (greedy weighted set cover), shared with `localize`.
 //! - [`evidence`]: the figures behind a scope.
 //! - [`hysteresis`]: when scopes become active, resolve, or are flagged flapping.
+//! - [`quorum`]: whether explained failures corroborate each other across dimensions (outage).
 //! - [`verdict`]: the live [`Correlator`] and its [`Verdict`].
 //! - [`replay`]: recorded outcomes (JSON lines) through the live correlator, offline.
 //! - [`localize`]: one CSV snapshot through the same explanation.
@@ -15,11 +16,14 @@ pub mod evidence;
 pub mod explain;
 pub mod hysteresis;
 pub mod localize;
+pub mod quorum;
 pub mod replay;
 pub mod scopes;
 pub mod verdict;
 pub mod window;
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod scenarios;
 #[cfg(test)]
@@ -27,9 +31,10 @@ mod testkit;
 
 pub use evidence::{Labels, ScopeEvidence};
 pub use explain::{explain, Choice, Thresholds, Workspace};
+pub use quorum::QuorumCheck;
 pub use replay::OutcomeRecord;
 pub use scopes::{ScopeId, ScopeIndex};
-pub use verdict::{ActiveScope, Correlator, Level, QuorumCheck, Verdict};
+pub use verdict::{ActiveScope, Correlator, Level, Verdict};
 pub use window::{CellState, CellWindow};
 
 /// Why a correlator could not be built or fed.

@@ -83,12 +83,12 @@ fn persistent_faults() {
             from: 9,
         },
         Case {
-            // Two faults at once: both named. Together their failing cells span 3 zones and
-            // 4 tenants, so the quorum rule calls it an outage.
+            // Two localized faults at once: both named; only zone b fails for several tenants
+            // and only acme in several zones, so they do not corroborate an outage.
             name: "zone b and tenant acme at once",
             matrix: grid,
             faults: vec![vec![("az", "b")], vec![("tenant", "acme")]],
-            level: Level::Outage,
+            level: Level::Partial,
             scopes: vec![scope(&[("az", "b")]), scope(&[("tenant", "acme")])],
             from: 9,
         },

@@ -1,19 +1,27 @@
 //! The live correlator: owns the cell windows, the scope index and the hysteresis, and turns them
 //! into one [`Verdict`] per tick.
 //!
-//! Levels, from the failing cells and the active scopes:
+//! Levels, from the failing cells, the explanation and the active scopes:
 //! - `ok`: no failing cell.
 //! - `suspect`: failing cells, but none inside an active scope (noise, or a scope still waiting
 //!   out `enter_ticks`).
-//! - `outage`: the failing cells inside active scopes, taken together, span at least the quorum
-//!   of distinct values in every quorum dimension (`{az = 2, tenant = 2}` by default).
+//! - `outage`: failing cells inside active scopes, and for the last `enter_ticks` ticks the
+//!   failing cells the explanation accounts for, taken together, met the quorum (see
+//!   [`quorum`](super::quorum): by default two zones each failing for two tenants and two
+//!   tenants each failing in two zones).
 //! - `partial`: otherwise; the fault is localized to the active scopes.
+//!
+//! The quorum is judged on the cells of the scopes chosen *this tick*, not on every cell of every
+//! active scope, and must hold for `enter_ticks` ticks like a scope: an active scope that is only
+//! waiting out `exit_ticks` with one failing cell left cannot tip the balance, nor can a
+//! coincidence of one tick.
 
 use serde::Serialize;
 
 use super::evidence::{scope_evidence, Labels, ScopeEvidence};
 use super::explain::{explain, Thresholds, Workspace};
 use super::hysteresis::Hysteresis;
+use super::quorum::{self, QuorumCheck, QuorumRule};
 use super::scopes::{ScopeId, ScopeIndex};
 use super::window::{CellState, CellWindow, WindowSettings};
 use super::CorrelatorError;
@@ -45,16 +53,6 @@ impl Level {
     pub fn gauge(self) -> i64 {
         self as i64
     }
-}
-
-/// One quorum dimension, judged on the failing cells inside active scopes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QuorumCheck {
-    pub dimension: String,
-    /// Distinct values those cells span.
-    pub spanned: usize,
-    pub required: usize,
-    pub met: bool,
 }
 
 /// An active scope with its evidence.
@@ -100,14 +98,15 @@ pub struct Correlator {
     windows: Vec<CellWindow>,
     ws: Workspace,
     hysteresis: Hysteresis,
-    /// `(dimension index, required values)` per quorum dimension.
-    quorum: Vec<(usize, usize)>,
+    quorum: QuorumRule,
     tick: u64,
+    /// Consecutive ticks the explained failing cells met the quorum.
+    quorum_streak: u32,
     failing: Vec<usize>,
     active: Vec<ScopeId>,
-    /// Per cell and per quorum value, the tick that last counted it.
+    /// Per cell, the tick that last counted it.
     cell_stamp: Vec<u64>,
-    value_stamp: Vec<Vec<u64>>,
+    explained: Vec<usize>,
     verdict: Verdict,
 }
 
@@ -115,14 +114,7 @@ impl Correlator {
     /// Builds the tables for `matrix`; every quorum dimension must be one of its dimensions.
     pub fn new(matrix: &Matrix, settings: &CorrelatorSettings) -> Result<Self, CorrelatorError> {
         let index = ScopeIndex::new(matrix)?;
-        let mut quorum = Vec::new();
-        for (name, q) in &settings.quorum {
-            let d = matrix
-                .dimension_index(name)
-                .ok_or_else(|| CorrelatorError::UnknownQuorumDimension(name.clone()))?;
-            quorum.push((d, q.required(index.values(d).len())));
-        }
-        let value_stamp = quorum.iter().map(|&(d, _)| vec![0; index.values(d).len()]).collect();
+        let quorum = QuorumRule::new(&index, &settings.quorum)?;
         Ok(Correlator {
             window: WindowSettings::from(settings),
             thresholds: Thresholds::from(settings),
@@ -131,10 +123,11 @@ impl Correlator {
             hysteresis: Hysteresis::new(settings),
             quorum,
             tick: 0,
+            quorum_streak: 0,
             failing: Vec::new(),
             active: Vec::new(),
             cell_stamp: vec![0; matrix.len()],
-            value_stamp,
+            explained: Vec::new(),
             verdict: Verdict {
                 level: Level::Ok,
                 rule: "no tick evaluated yet".to_owned(),
@@ -175,7 +168,7 @@ impl Correlator {
         self.active.clear();
         self.active.extend(self.hysteresis.active().map(|(s, _)| s));
 
-        // Failing cells inside active scopes, counted once, and the quorum values they span.
+        // Failing cells inside active scopes, counted once.
         let tick = self.tick;
         let mut inside = 0usize;
         for &s in &self.active {
@@ -184,26 +177,16 @@ impl Correlator {
                 if self.ws.is_failing(cell) && self.cell_stamp[cell] != tick {
                     self.cell_stamp[cell] = tick;
                     inside += 1;
-                    for (q, &(d, _)) in self.quorum.iter().enumerate() {
-                        self.value_stamp[q][self.index.cell_value(cell, d) as usize] = tick;
-                    }
                 }
             }
         }
-        let quorum: Vec<QuorumCheck> = self
-            .quorum
-            .iter()
-            .zip(&self.value_stamp)
-            .map(|(&(d, required), stamps)| {
-                let spanned = if inside == 0 { 0 } else { stamps.iter().filter(|&&t| t == tick).count() };
-                QuorumCheck {
-                    dimension: self.index.dimensions()[d].clone(),
-                    spanned,
-                    required,
-                    met: spanned >= required,
-                }
-            })
-            .collect();
+        // The quorum, on the failing cells this tick's explanation accounts for.
+        self.explained.clear();
+        self.explained.extend(self.failing.iter().copied().filter(|&c| self.ws.is_covered(c)));
+        let quorum = self.quorum.check(&self.index, &self.explained, tick);
+        let explained = self.explained.len();
+        let quorum_met = explained > 0 && quorum.iter().all(|q| q.met);
+        self.quorum_streak = if quorum_met { self.quorum_streak + 1 } else { 0 };
 
         let windows = &self.windows;
         let counts = |c: usize| (u64::from(windows[c].attempts()), u64::from(windows[c].failures()));
@@ -229,15 +212,20 @@ impl Correlator {
             (Level::Ok, "no failing cells".to_owned())
         } else if inside == 0 {
             (Level::Suspect, self.suspect_rule())
-        } else if quorum.iter().all(|q| q.met) {
-            (Level::Outage, format!("quorum: {}", quorum_text(&quorum)))
+        } else if self.quorum_streak >= self.hysteresis.enter_ticks() {
+            (Level::Outage, format!("quorum: {}", quorum::describe(&quorum)))
         } else {
             let names: Vec<String> = scopes
                 .iter()
                 .filter(|s| s.evidence.failing_cells > 0)
                 .map(|s| s.evidence.labels.describe())
                 .collect();
-            (Level::Partial, format!("confined to {} (quorum: {})", names.join(" + "), quorum_text(&quorum)))
+            let why = if quorum_met {
+                format!("quorum met for {} of {} ticks", self.quorum_streak, self.hysteresis.enter_ticks())
+            } else {
+                format!("quorum: {}", quorum::describe(&quorum))
+            };
+            (Level::Partial, format!("confined to {} ({why})", names.join(" + ")))
         };
         self.verdict = Verdict {
             level,
@@ -286,12 +274,4 @@ impl Correlator {
     pub fn changes(&self) -> (u64, u64) {
         (self.hysteresis.activations(), self.hysteresis.resolutions())
     }
-}
-
-fn quorum_text(quorum: &[QuorumCheck]) -> String {
-    quorum
-        .iter()
-        .map(|q| format!("{} {}/{}", q.dimension, q.spanned, q.required))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
