@@ -40,7 +40,7 @@ pub enum DaemonError {
     Stuck(&'static str),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
-    #[error("cannot create the record file {}: {1}", .0.display())]
+    #[error("cannot create the record file {path}: {source}", path = .0.display(), source = .1)]
     Record(PathBuf, #[source] std::io::Error),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -104,7 +104,11 @@ impl Probing {
     }
 }
 
-async fn start(config: &ValidatedConfig, once: bool, gauges: Option<WorkerGauges>) -> Result<Probing, BackendError> {
+async fn start(
+    config: &ValidatedConfig,
+    once: bool,
+    gauges: Option<WorkerGauges>,
+) -> Result<Probing, BackendError> {
     let clients = TaskTracker::new();
     let stop_clients = CancellationToken::new();
     let mut backends = Backends::build(config, &clients, &stop_clients)?;
@@ -182,12 +186,15 @@ impl Daemon {
             .map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
         let addr = listener.local_addr().map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
         let record = match &options.record {
-            Some(path) => Some(std::fs::File::create(path).map_err(|e| DaemonError::Record(path.clone(), e))?),
+            Some(path) => {
+                Some(std::fs::File::create(path).map_err(|e| DaemonError::Record(path.clone(), e))?)
+            }
             None => None,
         };
         let longest_timeout = config.targets.iter().map(|t| t.probe.timeout).max().unwrap_or_default();
         let metrics = Metrics::new(prometheus::Registry::new(), &config.matrix, longest_timeout)?;
-        let gauges = WorkerGauges { lag: metrics.scheduler_lag.clone(), in_flight: metrics.in_flight.clone() };
+        let gauges =
+            WorkerGauges { lag: metrics.scheduler_lag.clone(), in_flight: metrics.in_flight.clone() };
         let correlator = Correlator::new(&config.matrix, &config.correlator)?;
         let shared = Arc::new(Shared {
             metrics,
@@ -296,4 +303,3 @@ pub async fn once(config: &ValidatedConfig) -> Result<Vec<Option<ProbeResult>>, 
     probing.stop().await?;
     Ok(results)
 }
-

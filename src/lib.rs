@@ -5,6 +5,8 @@
 //! - [`config`]: the TOML file, strict parsing, validation that reports every mistake.
 //! - [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
 //! - [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
+//! - [`correlator`]: cell states, the scopes that explain failing cells, and the verdict with its
+//!   evidence; also `replay` and `localize`, the same scoring run offline.
 //! - [`report`]: the tables the CLI prints.
 //! - [`reports`]: the task that owns the correlator: metrics, verdicts, readiness, records.
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
@@ -16,6 +18,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod correlator;
 pub mod daemon;
 pub mod matrix;
 pub mod metrics;

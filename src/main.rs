@@ -41,6 +41,30 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
+    /// Feed recorded outcomes (JSON lines) through the correlator and print each verdict change.
+    Replay {
+        #[arg(long, short, value_name = "FILE")]
+        input: PathBuf,
+        /// Use this configuration's matrix and [correlator] settings instead of the input's
+        /// cells and the defaults.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the scopes that explain one snapshot of cells (CSV), strongest first.
+    Localize {
+        #[arg(long, short, value_name = "FILE.csv")]
+        input: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One scope per line: `az=b&tenant=acme`, `*` for everything.
+    Text,
+    /// The scopes with their evidence.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -85,10 +109,56 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             crossprobe::daemon::init_logging(config.daemon.log_format);
-            match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::run(config, RunOptions { record }))?)) {
+            match runtime()
+                .and_then(|rt| Ok(rt.block_on(crossprobe::daemon::run(config, RunOptions { record }))?))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
+        }
+        Command::Replay { input, config } => replay(&input, config),
+        Command::Localize { input, format } => localize(&input, format),
+    }
+}
+
+fn replay(input: &std::path::Path, config: Option<PathBuf>) -> ExitCode {
+    use crossprobe::correlator::replay::{replay_file, ReplayError};
+    let config = match config.map(|c| load(&c)).transpose() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match replay_file(input, config.as_ref().map(|c| (&c.matrix, &c.correlator)), &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ ReplayError::Write(_)) => {
+            eprintln!("{}: {e}", input.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", input.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn localize(input: &std::path::Path, format: Format) -> ExitCode {
+    match crossprobe::correlator::localize::localize_file(input) {
+        Ok(found) => {
+            match format {
+                Format::Text => print!("{}", found.to_text()),
+                Format::Json => match serde_json::to_string_pretty(&found) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", input.display());
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }

@@ -57,6 +57,45 @@ pub struct Matrix {
 }
 
 impl Matrix {
+    /// Builds a matrix from label values alone, for cells that come from a file (recorded
+    /// outcomes, a snapshot) rather than from a configuration. A cell's id is
+    /// `<other labels joined by '.'>/<tenant>`; its target and tenant indices number the
+    /// distinct ids' halves in order of appearance.
+    pub fn from_labels(dimensions: Vec<String>, labels: Vec<Vec<String>>) -> Self {
+        let tenant_dim = dimensions.iter().position(|d| d == "tenant");
+        let mut targets: Vec<String> = Vec::new();
+        let mut tenants: Vec<String> = Vec::new();
+        let position = |names: &mut Vec<String>, name: &str| match names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                names.push(name.to_owned());
+                names.len() - 1
+            }
+        };
+        let cells = labels
+            .into_iter()
+            .map(|labels| {
+                let others: Vec<&str> = labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| Some(*i) != tenant_dim)
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                let target_name = others.join(".");
+                let tenant_name = tenant_dim.map_or("-", |d| labels[d].as_str()).to_owned();
+                let id = CellId::new(&target_name, &tenant_name);
+                Cell {
+                    key: id.key(),
+                    id,
+                    target: position(&mut targets, &target_name),
+                    tenant: position(&mut tenants, &tenant_name),
+                    labels,
+                }
+            })
+            .collect();
+        Matrix::new(dimensions, cells)
+    }
+
     /// Builds a matrix; every cell must carry one value per dimension.
     pub fn new(dimensions: Vec<String>, cells: Vec<Cell>) -> Self {
         assert!(

@@ -13,8 +13,8 @@ use crossprobe_probes::outcome::OUTCOME_NAMES;
 use crossprobe_probes::tracker::Event;
 use hdrhistogram::Histogram as Hdr;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::matrix::Matrix;
@@ -80,7 +80,9 @@ impl Metrics {
     /// Registers every metric on `registry` and creates the series of every cell.
     pub fn new(registry: Registry, matrix: &Matrix, longest_timeout: Duration) -> prometheus::Result<Self> {
         let dims: Vec<&str> = matrix.dimensions().iter().map(String::as_str).collect();
-        let with = |extra: &[&'static str]| -> Vec<&str> { dims.iter().copied().chain(extra.iter().copied()).collect() };
+        let with = |extra: &[&'static str]| -> Vec<&str> {
+            dims.iter().copied().chain(extra.iter().copied()).collect()
+        };
         let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
             let c = IntCounterVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(c.clone()))?;
@@ -100,46 +102,82 @@ impl Metrics {
         )?;
         let roundtrip = histogram("crossprobe_roundtrip_seconds", "Publish start to consume, of ok probes.")?;
         let publish = histogram("crossprobe_publish_seconds", "Publish start to broker acknowledgement.")?;
-        let duplicates = counter("crossprobe_duplicates_total", "Probe messages received more than once.", &dims)?;
-        let reorders = counter("crossprobe_reorders_total", "Probe messages received after a later one.", &dims)?;
+        let duplicates =
+            counter("crossprobe_duplicates_total", "Probe messages received more than once.", &dims)?;
+        let reorders =
+            counter("crossprobe_reorders_total", "Probe messages received after a later one.", &dims)?;
         let foreign = counter(
             "crossprobe_foreign_messages_total",
             "Valid probe messages of other daemon instances or earlier runs, dropped.",
             &dims,
         )?;
-        let late = counter("crossprobe_late_messages_total", "Probe messages back after their probe was counted lost.", &dims)?;
-        let corrupt = counter("crossprobe_corrupt_messages_total", "Messages in probe topics or queues that are not valid probes.", &dims)?;
+        let late = counter(
+            "crossprobe_late_messages_total",
+            "Probe messages back after their probe was counted lost.",
+            &dims,
+        )?;
+        let corrupt = counter(
+            "crossprobe_corrupt_messages_total",
+            "Messages in probe topics or queues that are not valid probes.",
+            &dims,
+        )?;
         let quantiles = GaugeVec::new(
-            Opts::new("crossprobe_roundtrip_window_seconds", "Exact round-trip quantiles of ok probes over the last 1 to 2 minutes."),
+            Opts::new(
+                "crossprobe_roundtrip_window_seconds",
+                "Exact round-trip quantiles of ok probes over the last 1 to 2 minutes.",
+            ),
             &with(&["quantile"]),
         )?;
         registry.register(Box::new(quantiles.clone()))?;
-        let state = IntGaugeVec::new(Opts::new("crossprobe_cell_state", "Debounced cell health: 0 healthy, 1 failing, -1 unknown."), &dims)?;
+        let state = IntGaugeVec::new(
+            Opts::new("crossprobe_cell_state", "Debounced cell health: 0 healthy, 1 failing, -1 unknown."),
+            &dims,
+        )?;
         registry.register(Box::new(state.clone()))?;
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let verdict = gauge("crossprobe_verdict", "The correlator's verdict: 0 ok, 1 suspect, 2 partial, 3 outage.")?;
-        let outage = gauge("crossprobe_outage_confirmed", "1 while an outage is confirmed across dimensions: page on this.")?;
+        let verdict =
+            gauge("crossprobe_verdict", "The correlator's verdict: 0 ok, 1 suspect, 2 partial, 3 outage.")?;
+        let outage = gauge(
+            "crossprobe_outage_confirmed",
+            "1 while an outage is confirmed across dimensions: page on this.",
+        )?;
         let scope_down = IntGaugeVec::new(
-            Opts::new("crossprobe_scope_down", "1 for each scope explaining the failures; unfixed dimensions are \"*\"."),
+            Opts::new(
+                "crossprobe_scope_down",
+                "1 for each scope explaining the failures; unfixed dimensions are \"*\".",
+            ),
             &dims,
         )?;
         registry.register(Box::new(scope_down.clone()))?;
-        let build = IntGaugeVec::new(Opts::new("crossprobe_build_info", "Always 1; the version as a label."), &["version"])?;
+        let build = IntGaugeVec::new(
+            Opts::new("crossprobe_build_info", "Always 1; the version as a label."),
+            &["version"],
+        )?;
         registry.register(Box::new(build.clone()))?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let reload_success = gauge("crossprobe_config_last_reload_success", "1 if the configuration in use loaded successfully.")?;
+        let reload_success = gauge(
+            "crossprobe_config_last_reload_success",
+            "1 if the configuration in use loaded successfully.",
+        )?;
         reload_success.set(1);
         let in_flight = gauge("crossprobe_in_flight_probes", "Probes published and not yet ended.")?;
         let scheduler_lag = Histogram::with_opts(
-            HistogramOpts::new("crossprobe_scheduler_lag_seconds", "How late probes start against their schedule.")
-                .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            HistogramOpts::new(
+                "crossprobe_scheduler_lag_seconds",
+                "How late probes start against their schedule.",
+            )
+            .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
         )?;
         registry.register(Box::new(scheduler_lag.clone()))?;
-        let reconnects = counter("crossprobe_client_reconnects_total", "Broker client connections re-established.", &["protocol"])?;
+        let reconnects = counter(
+            "crossprobe_client_reconnects_total",
+            "Broker client connections re-established.",
+            &["protocol"],
+        )?;
         for p in ["kafka", "amqp"] {
             reconnects.with_label_values(&[p]);
         }
@@ -193,7 +231,10 @@ impl Metrics {
         let s = &self.cells[cell];
         match event {
             Event::Done(r) => {
-                let i = OUTCOME_NAMES.iter().position(|n| *n == r.outcome.name()).expect("outcome names are complete");
+                let i = OUTCOME_NAMES
+                    .iter()
+                    .position(|n| *n == r.outcome.name())
+                    .expect("outcome names are complete");
                 s.outcomes[i].inc();
                 if let Some(p) = r.publish {
                     s.publish.observe(p.as_secs_f64());

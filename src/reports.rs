@@ -106,14 +106,14 @@ impl Reports {
             .map(|fixed| {
                 m.dimensions()
                     .iter()
-                    .map(|d| fixed.get(d).map_or("*".to_owned(), str::to_owned))
+                    .map(|d| fixed.0.iter().find(|(k, _)| k == d).map_or("*".to_owned(), |(_, v)| v.clone()))
                     .collect()
             })
             .collect();
         let level = verdict.level;
         self.shared.metrics.set_verdict(level.gauge(), level == crate::correlator::Level::Outage, scopes);
         if self.last_level != Some(level.as_str()) {
-            let scopes: Vec<String> = verdict.scope_labels().iter().map(|l| l.to_string()).collect();
+            let scopes: Vec<String> = verdict.scope_labels().iter().map(|l| l.describe()).collect();
             info!(verdict = level.as_str(), rule = %verdict.rule, scopes = %scopes.join(" "), "verdict changed");
             self.last_level = Some(level.as_str());
         }
@@ -123,7 +123,7 @@ impl Reports {
             .zip(&states)
             .map(|(c, s)| {
                 let labels: BTreeMap<&str, &str> = m.labels(c).collect();
-                json!({ "id": c.id.as_str(), "labels": labels, "state": s.as_str() })
+                json!({ "id": c.id.as_str(), "labels": labels, "state": state_name(*s) })
             })
             .collect();
         let document = json!({
@@ -194,5 +194,13 @@ impl OutcomeLog {
         info!(counts = %counts.join(" "), "probe outcomes in the last period");
         self.counts.clear();
         self.since = Instant::now();
+    }
+}
+
+fn state_name(s: CellState) -> &'static str {
+    match s {
+        CellState::Unknown => "unknown",
+        CellState::Healthy => "healthy",
+        CellState::Failing => "failing",
     }
 }

@@ -43,7 +43,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves until `stop` is cancelled, then finishes the requests in progress.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(shared)).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 

@@ -14,7 +14,11 @@ use crossprobe_probes::tracker::Event;
 use support::{brokers, exclusive, local_matrix, parse, FAST};
 
 /// Outcomes per cell id seen over `period`.
-async fn collect(p: &mut Probing, config: &ValidatedConfig, period: Duration) -> BTreeMap<String, Vec<Outcome>> {
+async fn collect(
+    p: &mut Probing,
+    config: &ValidatedConfig,
+    period: Duration,
+) -> BTreeMap<String, Vec<Outcome>> {
     let mut seen: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
     let until = tokio::time::Instant::now() + period;
     while let Ok(Some(r)) = tokio::time::timeout_at(until, p.next()).await {
@@ -26,7 +30,12 @@ async fn collect(p: &mut Probing, config: &ValidatedConfig, period: Duration) ->
 }
 
 /// Waits until every cell matching `filter` has reported `ok` since the call, or panics.
-async fn until_ok(p: &mut Probing, config: &ValidatedConfig, filter: impl Fn(&str) -> bool, within: Duration) {
+async fn until_ok(
+    p: &mut Probing,
+    config: &ValidatedConfig,
+    filter: impl Fn(&str) -> bool,
+    within: Duration,
+) {
     let mut pending: Vec<String> =
         config.matrix.cells().iter().map(|c| c.id.to_string()).filter(|id| filter(id)).collect();
     let deadline = tokio::time::Instant::now() + within;
@@ -80,11 +89,17 @@ async fn a_paused_zone_fails_within_the_timeout_and_recovers_after_heal() {
         let outcomes = seen.get(&id).unwrap_or_else(|| panic!("{id}: no outcome in 3 s: {seen:?}"));
         if in_zone("b")(&id) {
             assert!(
-                outcomes.iter().all(|o| matches!(o, Outcome::Lost | Outcome::PublishFailed(_) | Outcome::ConnectFailed(_))),
+                outcomes.iter().all(|o| matches!(
+                    o,
+                    Outcome::Lost | Outcome::PublishFailed(_) | Outcome::ConnectFailed(_)
+                )),
                 "{id}: expected only failures while paused, saw {outcomes:?}"
             );
         } else {
-            assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{id}: expected ok in a healthy zone, saw {outcomes:?}");
+            assert!(
+                outcomes.iter().all(|o| *o == Outcome::Ok),
+                "{id}: expected ok in a healthy zone, saw {outcomes:?}"
+            );
         }
     }
 
@@ -93,7 +108,11 @@ async fn a_paused_zone_fails_within_the_timeout_and_recovers_after_heal() {
     let (toml_once, _) = local_matrix(b, &FAST);
     let config_once = parse(&toml_once);
     let results = daemon::once(&config_once).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(15), "once took {:?} with zone b paused", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "once took {:?} with zone b paused",
+        started.elapsed()
+    );
     for (cell, r) in config_once.matrix.cells().iter().zip(&results) {
         let ok = r.is_some_and(|r| r.outcome == Outcome::Ok);
         assert_eq!(ok, !in_zone("b")(cell.id.as_str()), "once, {}: {r:?}", cell.id);

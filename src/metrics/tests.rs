@@ -7,7 +7,9 @@ use super::*;
 use crate::config::ValidatedConfig;
 
 fn metrics() -> Metrics {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
+            .unwrap();
     let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
     Metrics::new(Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap()
 }
@@ -16,7 +18,8 @@ fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
     text.lines().find(|l| l.starts_with(start))
 }
 
-const CELL0: [(&str, &str); 4] = [("az", "a"), ("tenant", "acme"), ("protocol", "kafka"), ("broker", "kafka-a")];
+const CELL0: [(&str, &str); 4] =
+    [("az", "a"), ("tenant", "acme"), ("protocol", "kafka"), ("broker", "kafka-a")];
 
 /// A series as the text format writes it: labels sorted by name.
 fn series(name: &str, labels: &[(&str, &str)], extra: &[(&str, &str)]) -> String {
@@ -43,9 +46,22 @@ fn every_cell_series_exists_at_start_up() {
 #[test]
 fn reports_are_counted_by_outcome_kind_and_latency() {
     let m = metrics();
-    let ok = ProbeResult { seq: 1, outcome: Outcome::Ok, publish: Some(Duration::from_millis(1)), roundtrip: Some(Duration::from_millis(7)) };
+    let ok = ProbeResult {
+        seq: 1,
+        outcome: Outcome::Ok,
+        publish: Some(Duration::from_millis(1)),
+        roundtrip: Some(Duration::from_millis(7)),
+    };
     m.record(0, &Event::Done(ok));
-    m.record(0, &Event::Done(ProbeResult { outcome: Outcome::PublishFailed(ErrorKind::Blocked), publish: None, roundtrip: None, ..ok }));
+    m.record(
+        0,
+        &Event::Done(ProbeResult {
+            outcome: Outcome::PublishFailed(ErrorKind::Blocked),
+            publish: None,
+            roundtrip: None,
+            ..ok
+        }),
+    );
     m.record(0, &Event::Duplicate { seq: 1 });
     m.record(0, &Event::Foreign);
     let text = m.render();
@@ -59,7 +75,8 @@ fn reports_are_counted_by_outcome_kind_and_latency() {
     ] {
         assert!(text.contains(&format!("{expected} 1")), "expected {expected} 1 in:\n{text}");
     }
-    let p50 = line(&text, &series("crossprobe_roundtrip_window_seconds", &CELL0, &[("quantile", "0.5")])).unwrap();
+    let p50 =
+        line(&text, &series("crossprobe_roundtrip_window_seconds", &CELL0, &[("quantile", "0.5")])).unwrap();
     let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((v - 0.007).abs() < 0.0001, "HDR p50 should be 7 ms, saw {p50}");
 }
@@ -70,7 +87,10 @@ fn scope_series_appear_and_disappear_with_the_verdict() {
     let zone_b = vec!["b".to_owned(), "*".into(), "*".into(), "*".into()];
     m.set_verdict(2, false, vec![zone_b.clone()]);
     let text = m.render();
-    assert!(text.contains("crossprobe_scope_down{az=\"b\",broker=\"*\",protocol=\"*\",tenant=\"*\"} 1"), "{text}");
+    assert!(
+        text.contains("crossprobe_scope_down{az=\"b\",broker=\"*\",protocol=\"*\",tenant=\"*\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("crossprobe_verdict 2"));
     m.set_verdict(0, false, vec![]);
     let text = m.render();

@@ -34,7 +34,11 @@ pub fn brokers() -> &'static Brokers {
     BROKERS.get_or_init(|| {
         if std::env::var_os(USER_BROKERS).is_none() {
             let out = ctl_command(&ctl_path(), &["up"]);
-            assert!(out.status.success(), "crossprobe-local up failed (run `deploy/local/crossprobe-local install` first):\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "crossprobe-local up failed (run `deploy/local/crossprobe-local install` first):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let env = ctl_command(&ctl_path(), &["env"]);
             for line in String::from_utf8_lossy(&env.stdout).lines() {
                 if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
@@ -137,8 +141,14 @@ pub fn local_matrix(b: &Brokers, timing: &Timing) -> (String, String) {
         timing.interval, timing.timeout
     );
     for (i, z) in ZONES.iter().enumerate() {
-        toml += &format!("[[targets]]\nname = \"kafka-{z}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n\n", b.kafka[i]);
-        toml += &format!("[[targets]]\nname = \"rabbit-{z}\"\nprotocol = \"amqp\"\naz = \"{z}\"\naddresses = [\"{}\"]\n\n", b.amqp[i]);
+        toml += &format!(
+            "[[targets]]\nname = \"kafka-{z}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n\n",
+            b.kafka[i]
+        );
+        toml += &format!(
+            "[[targets]]\nname = \"rabbit-{z}\"\nprotocol = \"amqp\"\naz = \"{z}\"\naddresses = [\"{}\"]\n\n",
+            b.amqp[i]
+        );
     }
     for t in ["acme", "globex"] {
         toml += &format!(
@@ -150,5 +160,6 @@ pub fn local_matrix(b: &Brokers, timing: &Timing) -> (String, String) {
 }
 
 pub fn parse(toml: &str) -> crossprobe::config::ValidatedConfig {
-    crossprobe::config::ValidatedConfig::parse(toml, Path::new("generated.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"))
+    crossprobe::config::ValidatedConfig::parse(toml, Path::new("generated.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }

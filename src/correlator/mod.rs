@@ -1,0 +1,51 @@
+//! The cross-correlator: from probe outcomes to cell states, from cell states to the scopes that
+//! explain them, and from those to one verdict (`ok`, `suspect`, `partial`, `outage`) with its
+//! evidence. See "Correlator" in DESIGN.md.
+//!
+//! - [`window`]: per-cell k-of-n window with m-in-a-row recovery.
+//! - [`scopes`]: every scope that has cells, indexed once per matrix.
+//! - [`explain`]: the pure explanation (greedy weighted set cover), shared with `localize`.
+//! - [`evidence`]: the figures behind a scope.
+//! - [`hysteresis`]: when scopes become active, resolve, or are flagged flapping.
+//! - [`quorum`]: whether explained failures corroborate each other across dimensions (outage).
+//! - [`verdict`]: the live [`Correlator`] and its [`Verdict`].
+//! - [`replay`]: recorded outcomes (JSON lines) through the live correlator, offline.
+//! - [`localize`]: one CSV snapshot through the same explanation.
+
+pub mod evidence;
+pub mod explain;
+pub mod hysteresis;
+pub mod localize;
+pub mod quorum;
+pub mod replay;
+pub mod scopes;
+pub mod verdict;
+pub mod window;
+
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
+mod testkit;
+
+pub use evidence::{Labels, ScopeEvidence};
+pub use explain::{explain, Choice, Thresholds, Workspace};
+pub use quorum::QuorumCheck;
+pub use replay::OutcomeRecord;
+pub use scopes::{ScopeId, ScopeIndex};
+pub use verdict::{ActiveScope, Correlator, Level, Verdict};
+pub use window::{CellState, CellWindow};
+
+/// Why a correlator could not be built or fed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CorrelatorError {
+    #[error("the matrix has {dimensions} dimensions; the correlator handles at most {max}")]
+    TooManyDimensions { dimensions: usize, max: usize },
+    #[error("the matrix has {0} cells, too many to index")]
+    TooManyCells(usize),
+    #[error("quorum dimension \"{0}\" is not a dimension of the matrix")]
+    UnknownQuorumDimension(String),
+    #[error("cell {cell} does not exist (the matrix has {cells} cells)")]
+    NoSuchCell { cell: usize, cells: usize },
+}

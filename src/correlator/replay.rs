@@ -1,0 +1,287 @@
+//! Replay: recorded outcomes (JSON lines) through the live correlator, printing the verdict
+//! timeline, so thresholds can be tuned on history.
+//!
+//! One record per probe: `{"at_ms": 12000, "cell": {"az": "a", "tenant": "acme", "protocol":
+//! "kafka", "broker": "k-a"}, "outcome": "lost"}`, with optional `rtt_ms` and, for
+//! `publish_failed` / `connect_failed`, an optional error `kind`. `crossprobe run --record`
+//! writes the same format through [`OutcomeRecord`].
+//!
+//! Ticks follow `at_ms`: tick boundaries fall every `correlator.tick` after the first record's
+//! `at_ms`, and the tick at boundary `B` evaluates every record with `at_ms < B`; ticks without
+//! records still happen, and a last tick covers the last records. Records may be out of order
+//! within the current tick, never behind an evaluated one. One JSON line is printed whenever the
+//! level or the set of active scopes changes (and for the first tick).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::evidence::Labels;
+use super::verdict::{Correlator, Level, Verdict};
+use super::CorrelatorError;
+use crate::config::CorrelatorSettings;
+use crate::matrix::{Cell, Matrix, BASE_DIMENSIONS};
+use crossprobe_probes::outcome::OUTCOME_NAMES;
+use crossprobe_probes::{ErrorKind, Outcome};
+
+/// Most ticks a gap between two records may span: a typo in `at_ms` should fail, not spin.
+pub const MAX_GAP_TICKS: u64 = 10_000_000;
+
+/// One probe outcome as recorded: the line format of `run --record` and `replay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeRecord {
+    /// Milliseconds since the Unix epoch (or any fixed origin) when the probe ended.
+    pub at_ms: u64,
+    /// The cell's labels, in dimension order.
+    pub cell: Labels,
+    /// An outcome name: `ok`, `late`, `lost`, `publish_failed`, `connect_failed`, `corrupt`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
+}
+
+impl OutcomeRecord {
+    /// The record of one probe of `cell`.
+    pub fn new(at_ms: u64, matrix: &Matrix, cell: &Cell, outcome: &Outcome, rtt_ms: Option<f64>) -> Self {
+        OutcomeRecord {
+            at_ms,
+            cell: Labels(matrix.labels(cell).map(|(d, v)| (d.to_owned(), v.to_owned())).collect()),
+            outcome: outcome.name().to_owned(),
+            rtt_ms,
+            kind: outcome.kind(),
+        }
+    }
+
+    /// The outcome, if its name is known.
+    pub fn outcome(&self) -> Option<Outcome> {
+        Outcome::from_name(&self.outcome, self.kind)
+    }
+
+    /// Writes the record as one JSON line.
+    pub fn write_line(&self, w: &mut impl Write) -> io::Result<()> {
+        serde_json::to_writer(&mut *w, self)?;
+        w.write_all(b"\n")
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("line {line}: {message}")]
+    Line { line: usize, message: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("reading input: {0}")]
+    Read(#[source] io::Error),
+    #[error("writing output: {0}")]
+    Write(#[source] io::Error),
+    #[error("the input holds no records")]
+    Empty,
+    #[error(transparent)]
+    Correlator(#[from] CorrelatorError),
+}
+
+fn line_error(line: usize, message: impl Into<String>) -> ReplayError {
+    ReplayError::Line { line, message: message.into() }
+}
+
+/// Reads the records of `input`, skipping blank lines, with their 1-based line numbers.
+pub fn records(input: impl BufRead) -> impl Iterator<Item = Result<(usize, OutcomeRecord), ReplayError>> {
+    input.lines().enumerate().filter_map(|(i, line)| {
+        let line_no = i + 1;
+        match line {
+            Err(e) => Some(Err(ReplayError::Read(e))),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(
+                serde_json::from_str::<OutcomeRecord>(&l)
+                    .map(|r| (line_no, r))
+                    .map_err(|e| line_error(line_no, format!("invalid record: {e}"))),
+            ),
+        }
+    })
+}
+
+/// The matrix of the distinct cells in `input`: dimensions `az`, `tenant`, `protocol`, `broker`
+/// (those present), then other label names sorted; every record must carry the same names.
+pub fn infer_matrix(input: impl BufRead) -> Result<Matrix, ReplayError> {
+    let mut names: Option<(usize, BTreeSet<String>)> = None;
+    let mut cells: BTreeSet<Vec<(String, String)>> = BTreeSet::new();
+    for rec in records(input) {
+        let (line, r) = rec?;
+        let keys: BTreeSet<String> = r.cell.0.iter().map(|(k, _)| k.clone()).collect();
+        match &names {
+            None => names = Some((line, keys)),
+            Some((first, known)) if *known != keys => {
+                return Err(line_error(
+                    line,
+                    format!("cell labels {keys:?} differ from line {first}'s {known:?}"),
+                ))
+            }
+            Some(_) => {}
+        }
+        cells.insert(r.cell.0);
+    }
+    let Some((_, names)) = names else { return Err(ReplayError::Empty) };
+    let mut dims: Vec<String> =
+        BASE_DIMENSIONS.iter().filter(|d| names.contains(**d)).map(|d| d.to_string()).collect();
+    dims.extend(names.iter().filter(|n| !BASE_DIMENSIONS.contains(&n.as_str())).cloned());
+    let labels = cells
+        .into_iter()
+        .map(|pairs| {
+            let map: HashMap<String, String> = pairs.into_iter().collect();
+            dims.iter().map(|d| map.get(d).cloned().unwrap_or_default()).collect()
+        })
+        .collect();
+    Ok(Matrix::from_labels(dims, labels))
+}
+
+/// One printed line of the timeline.
+#[derive(Debug, Serialize)]
+pub struct Change<'a> {
+    pub at_ms: u64,
+    pub verdict: Level,
+    pub scopes: Vec<&'a Labels>,
+    pub evidence: &'a Verdict,
+}
+
+/// Feeds records through a correlator and reports verdict changes.
+pub struct Replay {
+    correlator: Correlator,
+    dims: Vec<String>,
+    cells: HashMap<Vec<String>, usize>,
+    tick_ms: u64,
+    next_boundary: Option<u64>,
+    last: Option<(Level, Vec<Labels>)>,
+}
+
+impl Replay {
+    pub fn new(matrix: &Matrix, settings: &CorrelatorSettings) -> Result<Self, ReplayError> {
+        Ok(Replay {
+            correlator: Correlator::new(matrix, settings)?,
+            dims: matrix.dimensions().to_vec(),
+            cells: matrix.cells().iter().enumerate().map(|(i, c)| (c.labels.clone(), i)).collect(),
+            tick_ms: (settings.tick.as_millis() as u64).max(1),
+            next_boundary: None,
+            last: None,
+        })
+    }
+
+    /// Feeds one record (from line `line`), first running every tick it is past.
+    pub fn feed(&mut self, line: usize, r: &OutcomeRecord, out: &mut impl Write) -> Result<(), ReplayError> {
+        let outcome = r.outcome().ok_or_else(|| {
+            line_error(
+                line,
+                format!("unknown outcome \"{}\" (expected one of {})", r.outcome, OUTCOME_NAMES.join(", ")),
+            )
+        })?;
+        let cell = self.cell_index(line, &r.cell)?;
+        let boundary = *self.next_boundary.get_or_insert(r.at_ms.saturating_add(self.tick_ms));
+        if r.at_ms < boundary.saturating_sub(self.tick_ms) {
+            return Err(line_error(
+                line,
+                format!(
+                    "at_ms {} is before the tick already evaluated at {}; sort the input by at_ms",
+                    r.at_ms,
+                    boundary - self.tick_ms
+                ),
+            ));
+        }
+        if r.at_ms >= boundary && (r.at_ms - boundary) / self.tick_ms >= MAX_GAP_TICKS {
+            return Err(line_error(
+                line,
+                format!("at_ms {} is more than {MAX_GAP_TICKS} ticks after the previous records", r.at_ms),
+            ));
+        }
+        while r.at_ms >= self.next_boundary.unwrap_or(u64::MAX) {
+            self.tick(out)?;
+        }
+        self.correlator.record(cell, &outcome)?;
+        Ok(())
+    }
+
+    /// Runs the tick that covers the last records; an input without records is an error.
+    pub fn finish(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
+        if self.next_boundary.is_none() {
+            return Err(ReplayError::Empty);
+        }
+        self.tick(out)
+    }
+
+    fn cell_index(&self, line: usize, labels: &Labels) -> Result<usize, ReplayError> {
+        let describe = || labels.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+        if labels.0.len() != self.dims.len() {
+            return Err(line_error(
+                line,
+                format!("cell {{{}}} must have exactly the labels {}", describe(), self.dims.join(", ")),
+            ));
+        }
+        let mut key = Vec::with_capacity(self.dims.len());
+        for d in &self.dims {
+            match labels.0.iter().find(|(k, _)| k == d) {
+                Some((_, v)) => key.push(v.clone()),
+                None => {
+                    return Err(line_error(line, format!("cell {{{}}} lacks the label \"{d}\"", describe())))
+                }
+            }
+        }
+        self.cells
+            .get(&key)
+            .copied()
+            .ok_or_else(|| line_error(line, format!("cell {{{}}} is not in the matrix", describe())))
+    }
+
+    fn tick(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
+        let Some(at_ms) = self.next_boundary else { return Ok(()) };
+        self.next_boundary = Some(at_ms.saturating_add(self.tick_ms));
+        let v = self.correlator.tick();
+        let now = (v.level, v.scope_labels().into_iter().cloned().collect::<Vec<_>>());
+        if self.last.as_ref() != Some(&now) {
+            let change = Change { at_ms, verdict: v.level, scopes: v.scope_labels(), evidence: v };
+            serde_json::to_writer(&mut *out, &change).map_err(|e| ReplayError::Write(e.into()))?;
+            out.write_all(b"\n").map_err(ReplayError::Write)?;
+            self.last = Some(now);
+        }
+        Ok(())
+    }
+}
+
+/// Replays `input` on `matrix` with `settings`, printing the timeline to `out`.
+pub fn replay(
+    input: impl BufRead,
+    matrix: &Matrix,
+    settings: &CorrelatorSettings,
+    out: &mut impl Write,
+) -> Result<(), ReplayError> {
+    let mut replay = Replay::new(matrix, settings)?;
+    for rec in records(input) {
+        let (line, r) = rec?;
+        replay.feed(line, &r, out)?;
+    }
+    replay.finish(out)?;
+    out.flush().map_err(ReplayError::Write)
+}
+
+/// Replays the file at `path`. With `config` (its matrix and settings) cells must be in the
+/// configured matrix; without, the matrix is the input's distinct cells and the settings are the
+/// defaults.
+pub fn replay_file(
+    path: &Path,
+    config: Option<(&Matrix, &CorrelatorSettings)>,
+    out: &mut impl Write,
+) -> Result<(), ReplayError> {
+    let open = || {
+        File::open(path)
+            .map(BufReader::new)
+            .map_err(|source| ReplayError::Open { path: path.to_owned(), source })
+    };
+    match config {
+        Some((matrix, settings)) => replay(open()?, matrix, settings, out),
+        None => replay(open()?, &infer_matrix(open()?)?, &CorrelatorSettings::default(), out),
+    }
+}
