@@ -32,6 +32,8 @@ const USER_BROKERS: &str = "CROSSPROBE_KAFKA_A";
 pub fn brokers() -> &'static Brokers {
     static BROKERS: OnceLock<Brokers> = OnceLock::new();
     BROKERS.get_or_init(|| {
+        // Logs go to the test's captured output: shown for failing tests (RUST_LOG filters).
+        crossprobe::daemon::init_logging(crossprobe::config::LogFormat::Text);
         if std::env::var_os(USER_BROKERS).is_none() {
             let out = ctl_command(&ctl_path(), &["up"]);
             assert!(

@@ -1,0 +1,154 @@
+//! One cell's publisher on a shared cluster: its pinned partition, resolved lazily (topic
+//! creation, metadata, consumer assignment) and again after the topic disappeared or the
+//! clients were rebuilt; leadership is re-read periodically and moves are reported, never
+//! followed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::clients::{kind, Clients};
+use super::KafkaCluster;
+use crate::backend::{CellBackend, Delivery, ProbeError};
+use crate::outcome::ErrorKind;
+
+/// How often a pinned cell re-reads its partition's leader to report leadership moves.
+const LEADER_CHECK: Duration = Duration::from_secs(30);
+
+/// Where a cell publishes, once resolved.
+#[derive(Debug, Default)]
+struct Pin {
+    partition: Option<i32>,
+    leader: Option<i32>,
+    /// The client generation the partition is assigned on.
+    generation: u64,
+    /// No new resolution attempt before this (backoff after a failure).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    checked: Option<Instant>,
+}
+
+/// One cell's publisher on a shared cluster.
+pub struct KafkaCell {
+    cluster: Arc<KafkaCluster>,
+    topic: String,
+    broker_id: Option<i32>,
+    cell_key: u64,
+    tx: mpsc::Sender<Delivery>,
+    pin: Mutex<Pin>,
+}
+
+impl KafkaCell {
+    pub(super) fn new(
+        cluster: Arc<KafkaCluster>,
+        topic: &str,
+        broker_id: Option<i32>,
+        cell_key: u64,
+        tx: mpsc::Sender<Delivery>,
+    ) -> Self {
+        KafkaCell { cluster, topic: topic.to_owned(), broker_id, cell_key, tx, pin: Mutex::new(Pin::default()) }
+    }
+
+    /// Creates the topic if needed and pins the partition, so the first probe measures the
+    /// broker rather than the set-up.
+    pub async fn prepare(&self) -> Result<(), ProbeError> {
+        let clients = self.cluster.clients();
+        self.resolve(&clients).await.map(|_| ())
+    }
+
+    /// The pinned partition and its leader, resolving when needed.
+    async fn resolve(&self, clients: &Clients) -> Result<(i32, i32), ProbeError> {
+        let now = Instant::now();
+        let pinned = {
+            let mut pin = self.pin.lock().expect("pin lock");
+            if pin.generation != clients.generation {
+                *pin = Pin { generation: clients.generation, ..Pin::default() };
+            }
+            if let (Some(p), Some(l)) = (pin.partition, pin.leader) {
+                if pin.checked.is_some_and(|c| now < c + LEADER_CHECK) {
+                    return Ok((p, l));
+                }
+            } else if pin.retry_at.is_some_and(|r| now < r) {
+                return Err(ProbeError::Connect(ErrorKind::Client));
+            }
+            pin.partition
+        };
+        let found = self.lookup(clients, pinned).await;
+        let mut pin = self.pin.lock().expect("pin lock");
+        match found {
+            Ok((partition, leader)) => {
+                if pin.leader.is_some_and(|l| l != leader) {
+                    warn!(topic = %self.topic, partition, from = ?pin.leader, to = leader, "partition leadership moved; the cell keeps its partition");
+                }
+                *pin = Pin {
+                    partition: Some(partition),
+                    leader: Some(leader),
+                    generation: clients.generation,
+                    checked: Some(now),
+                    ..Pin::default()
+                };
+                Ok((partition, leader))
+            }
+            Err(e) => {
+                pin.backoff = (pin.backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
+                pin.retry_at = Some(now + pin.backoff);
+                if matches!(e, ProbeError::Connect(ErrorKind::NotFound)) {
+                    pin.partition = None;
+                    pin.leader = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn lookup(&self, clients: &Clients, pinned: Option<i32>) -> Result<(i32, i32), ProbeError> {
+        if pinned.is_none() {
+            clients.ensure_topic(&self.topic).await?;
+        }
+        let (topics, _) = clients.metadata(Some(&self.topic)).await?;
+        let partitions = topics
+            .into_iter()
+            .find(|(t, _)| *t == self.topic)
+            .map(|(_, p)| p)
+            .filter(|p| !p.is_empty())
+            .ok_or(ProbeError::Connect(ErrorKind::NotFound))?;
+        let chosen = match (pinned, self.broker_id) {
+            (Some(p), _) => partitions.iter().find(|(id, _)| *id == p).copied(),
+            (None, Some(broker)) => partitions.iter().find(|(_, leader)| *leader == broker).copied(),
+            (None, None) => Some(partitions[(self.cell_key % partitions.len() as u64) as usize]),
+        };
+        let (partition, leader) = chosen.ok_or(ProbeError::Connect(ErrorKind::NotFound))?;
+        if pinned.is_none() {
+            self.cluster.route(clients, &self.topic, partition, &self.tx).await?;
+            info!(topic = %self.topic, partition, leader, "cell pinned to partition");
+        }
+        Ok((partition, leader))
+    }
+}
+
+impl CellBackend for KafkaCell {
+    async fn publish(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
+        let clients = self.cluster.clients();
+        let (partition, leader) = self.resolve(&clients).await?;
+        if clients.broker_up(leader) == Some(false) {
+            return Err(ProbeError::Connect(ErrorKind::Refused));
+        }
+        let record = FutureRecord::<(), _>::to(&self.topic).partition(partition).payload(&payload);
+        match clients.producer.send(record, Timeout::After(Duration::ZERO)).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => {
+                let k = kind(&e);
+                if k == ErrorKind::NotFound {
+                    let mut pin = self.pin.lock().expect("pin lock");
+                    pin.partition = None;
+                    pin.leader = None;
+                }
+                Err(ProbeError::Publish(k))
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! One generation of rdkafka clients for a cluster (producer, consumer, admin), the context
+//! that records broker states from librdkafka's statistics, and the blocking calls (metadata,
+//! watermarks) run on the blocking pool.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info};
+
+use super::KafkaClientConfig;
+use crate::backend::ProbeError;
+use crate::outcome::ErrorKind;
+
+/// What the statistics say of one broker.
+#[derive(Debug, Clone, Default)]
+struct BrokerState {
+    state: String,
+    down: bool,
+    /// Once up in this client generation: its connection may carry state from before a loss.
+    was_up: bool,
+}
+
+/// Client callbacks: record broker states from statistics, turn librdkafka's logs and errors
+/// into quiet tracing events (broker failures are data, already in the probe outcomes). They
+/// run on librdkafka's threads and only store state.
+#[derive(Default, Clone)]
+pub struct Context {
+    brokers: Arc<Mutex<HashMap<i32, BrokerState>>>,
+}
+
+/// Whether a broker counts as down, from its librdkafka state and its previous state and
+/// verdict. `DOWN` is down. (Re)connecting is down after a loss (coming from an established
+/// state, or while already down), but a first connection (from `INIT`) is not a failure.
+pub(super) fn broker_down(state: &str, previous: Option<&str>, was_down: bool) -> bool {
+    match state {
+        "DOWN" => true,
+        "TRY_CONNECT" | "CONNECT" => {
+            was_down || !matches!(previous, None | Some("INIT" | "TRY_CONNECT" | "CONNECT"))
+        }
+        _ => false,
+    }
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut brokers = self.brokers.lock().expect("broker state lock");
+        for b in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
+            let old = brokers.get(&b.nodeid).cloned().unwrap_or_default();
+            let previous = (!old.state.is_empty()).then_some(old.state.as_str());
+            let down = broker_down(&b.state, previous, old.down);
+            let was_up = old.was_up || b.state == "UP";
+            brokers.insert(b.nodeid, BrokerState { state: b.state.clone(), down, was_up });
+        }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        debug!(?level, facility = fac, message = log_message, "librdkafka");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!(error = %error, reason, "librdkafka error");
+    }
+}
+
+impl ConsumerContext for Context {}
+
+/// One generation of clients.
+pub(super) struct Clients {
+    pub generation: u64,
+    pub producer: FutureProducer<Context>,
+    pub consumer: Arc<StreamConsumer<Context>>,
+    admin: AdminClient<Context>,
+    /// The producer's view of the brokers.
+    brokers: Context,
+    /// Partitions in the consumer's assignment.
+    assigned: Mutex<HashSet<(String, i32)>>,
+    timeout: Duration,
+    retention: Duration,
+}
+
+impl Clients {
+    /// Creates the clients. librdkafka connects lazily, so this fails only on bad settings.
+    pub fn create(config: &KafkaClientConfig, instance: &str, generation: u64) -> Result<Clients, KafkaError> {
+        let base = |c: &mut ClientConfig| {
+            c.set("bootstrap.servers", &config.bootstrap)
+                .set("client.id", format!("crossprobe-{instance}"))
+                .set("statistics.interval.ms", "1000")
+                .set("socket.connection.setup.timeout.ms", ms(config.timeout.max(Duration::from_secs(1))))
+                .set("reconnect.backoff.ms", "100")
+                .set("reconnect.backoff.max.ms", "2000")
+                .set("topic.metadata.refresh.interval.ms", "30000");
+            for (k, v) in &config.properties {
+                c.set(k, v);
+            }
+        };
+        let mut producer = ClientConfig::new();
+        base(&mut producer);
+        producer
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("enable.idempotence", "false")
+            .set("message.timeout.ms", ms(config.timeout))
+            .set("request.timeout.ms", ms(config.timeout));
+        let mut consumer = ClientConfig::new();
+        base(&mut consumer);
+        consumer
+            .set("group.id", format!("crossprobe-{instance}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "latest")
+            .set("fetch.wait.max.ms", ms(config.fetch_wait))
+            .set("fetch.min.bytes", "1")
+            .set("fetch.error.backoff.ms", "100");
+        let mut admin = ClientConfig::new();
+        base(&mut admin);
+        let brokers = Context::default();
+        Ok(Clients {
+            generation,
+            producer: producer.create_with_context(brokers.clone())?,
+            consumer: Arc::new(consumer.create_with_context(Context::default())?),
+            admin: admin.create_with_context(Context::default())?,
+            brokers,
+            assigned: Mutex::new(HashSet::new()),
+            timeout: config.timeout,
+            retention: config.topic_retention,
+        })
+    }
+
+    /// `Some(false)` when the statistics say the broker's connection is down.
+    pub fn broker_up(&self, node: i32) -> Option<bool> {
+        self.brokers.brokers.lock().expect("broker state lock").get(&node).map(|b| !b.down)
+    }
+
+    /// A broker this generation had reached is now down: its clients should be replaced, so no
+    /// state (cached topic ids, offsets) outlives a broker restart.
+    pub fn lost_a_broker(&self) -> bool {
+        self.brokers.brokers.lock().expect("broker state lock").values().any(|b| b.was_up && b.down)
+    }
+
+    /// Creates `topic` if missing, with one partition per broker and the configured retention.
+    pub async fn ensure_topic(&self, topic: &str) -> Result<(), ProbeError> {
+        let (topics, brokers) = self.metadata(None).await?;
+        if topics.iter().any(|(t, _)| t == topic) {
+            return Ok(());
+        }
+        let brokers = brokers.max(1);
+        let retention = ms(self.retention);
+        let new = NewTopic::new(topic, brokers as i32, TopicReplication::Fixed(brokers.min(3) as i32))
+            .set("retention.ms", &retention);
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results =
+            self.admin.create_topics([&new], &options).await.map_err(|e| ProbeError::Connect(kind(&e)))?;
+        for r in results {
+            match r {
+                Ok(_) => info!(topic, partitions = brokers, retention_ms = %retention, "created probe topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(ProbeError::Connect(code_kind(code))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Topics (all, or one) with their partitions' leaders, and the number of brokers.
+    pub async fn metadata(&self, topic: Option<&str>) -> Result<(Vec<Partitions>, usize), ProbeError> {
+        let consumer = self.consumer.clone();
+        let timeout = self.timeout;
+        let topic = topic.map(str::to_owned);
+        let metadata = blocking(move || consumer.fetch_metadata(topic.as_deref(), timeout)).await?;
+        let topics = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_owned(), t.partitions().iter().map(|p| (p.id(), p.leader())).collect()))
+            .collect();
+        Ok((topics, metadata.brokers().len()))
+    }
+
+    /// Consumes `partition` from its current end. The end is read first and assigned as a
+    /// concrete offset, so a probe published right after is never skipped; a partition assigned
+    /// before (its topic was recreated) moves to its new end.
+    pub async fn assign_at_end(&self, topic: &str, partition: i32) -> Result<(), ProbeError> {
+        let consumer = self.consumer.clone();
+        let timeout = self.timeout;
+        let t = topic.to_owned();
+        let (_, high) = blocking(move || consumer.fetch_watermarks(&t, partition, timeout)).await?;
+        let reassign = !self.assigned.lock().expect("assigned lock").insert((topic.to_owned(), partition));
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(high))
+            .map_err(|e| ProbeError::Connect(kind(&e)))?;
+        if reassign {
+            self.consumer.incremental_unassign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
+        }
+        self.consumer.incremental_assign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))
+    }
+}
+
+/// A topic's name and its (partition, leader) pairs.
+pub(super) type Partitions = (String, Vec<(i32, i32)>);
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, ProbeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ProbeError::Connect(ErrorKind::Client))?
+        .map_err(|e| ProbeError::Connect(kind(&e)))
+}
+
+pub(super) fn ms(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
+
+pub(super) fn kind(e: &KafkaError) -> ErrorKind {
+    match e.rdkafka_error_code() {
+        Some(code) => code_kind(code),
+        None => ErrorKind::Client,
+    }
+}
+
+fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut => ErrorKind::Timeout,
+        C::BrokerTransportFailure | C::AllBrokersDown | C::BrokerNotAvailable => ErrorKind::Refused,
+        C::SaslAuthenticationFailed
+        | C::Authentication
+        | C::TopicAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::GroupAuthorizationFailed => ErrorKind::Auth,
+        C::SSL => ErrorKind::Tls,
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition => ErrorKind::NotFound,
+        C::QueueFull => ErrorKind::Client,
+        _ => ErrorKind::Broker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_down;
+
+    #[test]
+    fn a_first_connection_is_not_down_a_lost_one_is() {
+        assert!(!broker_down("CONNECT", None, false));
+        assert!(!broker_down("CONNECT", Some("INIT"), false));
+        assert!(!broker_down("UP", Some("CONNECT"), false));
+        assert!(broker_down("DOWN", Some("UP"), false));
+        assert!(broker_down("TRY_CONNECT", Some("UP"), false));
+        assert!(broker_down("CONNECT", Some("TRY_CONNECT"), true), "stays down while retrying");
+        assert!(!broker_down("UP", Some("CONNECT"), true), "up again");
+    }
+}
