@@ -83,6 +83,11 @@ pub enum ReplayError {
     Write(#[source] io::Error),
     #[error("the input holds no records")]
     Empty,
+    #[error(
+        "the input's cells have no \"{0}\" label, which the outage quorum needs; \
+         give --config with a [correlator.quorum] over the labels the input has"
+    )]
+    QuorumLabel(String),
     #[error(transparent)]
     Correlator(#[from] CorrelatorError),
 }
@@ -282,7 +287,15 @@ pub fn replay_file(
     };
     match config {
         Some((matrix, settings)) => replay(open()?, matrix, settings, out),
-        None => replay(open()?, &infer_matrix(open()?)?, &CorrelatorSettings::default(), out),
+        None => {
+            replay(open()?, &infer_matrix(open()?)?, &CorrelatorSettings::default(), out).map_err(|e| match e
+            {
+                ReplayError::Correlator(CorrelatorError::UnknownQuorumDimension(d)) => {
+                    ReplayError::QuorumLabel(d)
+                }
+                e => e,
+            })
+        }
     }
 }
 
