@@ -10,6 +10,9 @@ use crossprobe::correlator::Correlator;
 use crossprobe::matrix::Matrix;
 use crossprobe_probes::Outcome;
 
+/// Which cells fail in one benchmarked state.
+type Faults<'a> = Box<dyn Fn(usize) -> bool + 'a>;
+
 /// `zones x tenants x 2` cells.
 fn matrix(zones: usize, tenants: usize) -> Matrix {
     let dims = ["az", "tenant", "protocol", "broker"].map(String::from).to_vec();
@@ -43,7 +46,7 @@ fn tick(cr: &mut Criterion) {
         let m = matrix(zones, tenants);
         let n = m.len();
         let zone = m.dimension_index("az").unwrap();
-        let cases: [(&str, Box<dyn Fn(usize) -> bool>); 3] = [
+        let cases: [(&str, Faults); 3] = [
             ("healthy", Box::new(|_| false)),
             ("zone_down_1pct_stuck", Box::new(|c| m.cells()[c].labels[zone] == "z1" || c % 100 == 7)),
             ("all_failing", Box::new(|_| true)),
