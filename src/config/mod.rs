@@ -223,7 +223,8 @@ pub struct CorrelatorSettings {
     /// A scope that changed state `flap_changes` times within `flap_window_ticks` is flapping.
     pub flap_window_ticks: u32,
     pub flap_changes: u32,
-    /// `outage` needs failing cells spanning at least this many values of each dimension.
+    /// `outage` needs explained failing cells in at least this many values of each dimension,
+    /// each value failing across the quorum of the other dimensions (see `correlator::quorum`).
     pub quorum: BTreeMap<String, Quorum>,
 }
 

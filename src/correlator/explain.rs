@@ -214,6 +214,7 @@ mod tests {
     use crate::matrix::Matrix;
 
     type Pairs = Vec<(&'static str, &'static str)>;
+    type Scope = Vec<(String, String)>;
 
     fn choose(m: &Matrix, failing: &[usize], active: &[ScopeId]) -> (ScopeIndex, Vec<ScopeId>) {
         let index = ScopeIndex::new(m).unwrap();
@@ -239,7 +240,7 @@ mod tests {
                 ["acme", "globex", "initech"].map(|t| vec![("az", az), ("tenant", t), ("protocol", "amqp")])
             })
             .collect();
-        let cases: Vec<(&str, Vec<Pairs>, Vec<Vec<(String, String)>>)> = vec![
+        let cases: Vec<(&str, Vec<Pairs>, Vec<Scope>)> = vec![
             ("zone b", vec![vec![("az", "b")]], vec![scope(&[("az", "b")])]),
             ("tenant acme everywhere", vec![vec![("tenant", "acme")]], vec![scope(&[("tenant", "acme")])]),
             ("amqp in a and b for 3 of 4 tenants", amqp_ab_3_tenants, vec![scope(&[("protocol", "amqp")])]),

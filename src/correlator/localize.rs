@@ -60,7 +60,8 @@ impl Leaf {
             return false;
         }
         let (n, f) = (self.attempts as f64, self.failures as f64);
-        if f / n < self.baseline + RATIO_MARGIN {
+        // "At least the margin", with room for rounding: 150 / 1000 against 0.1 + 0.05.
+        if f / n < self.baseline + RATIO_MARGIN - 1e-9 {
             return false;
         }
         let p0 = self.baseline.max(MIN_BASELINE);
@@ -217,4 +218,78 @@ pub fn localize_file(path: &std::path::Path) -> Result<Localization, LocalizeErr
     let text = std::fs::read_to_string(path)
         .map_err(|source| LocalizeError::Read { path: path.to_owned(), source })?;
     localize(&parse_csv(&text)?, &CorrelatorSettings::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_leaves() {
+        let cases = [
+            ("no attempts", 0, 0, 0.0, false),
+            ("clean", 100, 0, 0.0, false),
+            ("10% without a baseline", 100, 10, 0.0, true),
+            ("one failure in ten", 10, 1, 0.0, true),
+            ("one failure in twenty", 20, 1, 0.0, true),
+            ("4% is under the margin", 100, 4, 0.0, false),
+            ("15% on a 10% baseline: not significant", 100, 15, 0.1, false),
+            ("15% on a 10% baseline over 1000", 1000, 150, 0.1, true),
+            ("12% on a 10% baseline over 100000: under the margin", 100_000, 12_000, 0.1, false),
+            ("all failing with a baseline of 1", 100, 100, 1.0, false),
+        ];
+        for (name, attempts, failures, baseline, want) in cases {
+            assert_eq!(Leaf { attempts, failures, baseline }.is_failing(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_snapshots_name_the_line() {
+        let cases = [
+            ("", "the snapshot has no header"),
+            ("az,tenant,failures,attempts\n", "line 1: the header must be"),
+            ("az,attempts\n", "line 1: the header must be"),
+            ("attempts,failures\n", "line 1: the header must be"),
+            ("az,az,attempts,failures\n", "line 1: label column \"az\" is empty, repeated or reserved"),
+            ("az,attempts,failures\n", "the snapshot has no rows"),
+            ("# comment\naz,attempts,failures\n\na,10\n", "line 4: 2 fields, the header has 3"),
+            ("az,attempts,failures\na,ten,1\n", "line 2: attempts \"ten\" is not a count"),
+            ("az,attempts,failures\na,1,2\n", "line 2: failures (2) exceed attempts (1)"),
+            ("az,attempts,failures\na,1,1\na,2,2\n", "line 3: the same leaf as line 2"),
+            ("az,attempts,failures\n\"a\",1,1\n", "line 2: quoted fields are not supported"),
+            ("az,attempts,failures\n ,1,1\n", "line 2: label az is empty"),
+            (
+                "az,attempts,failures,expected_failure_ratio\na,1,1,1.5\n",
+                "line 2: expected_failure_ratio \"1.5\"",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse_csv(text).expect_err(want).to_string();
+            assert!(err.starts_with(want), "want {want:?}, got {err:?}");
+        }
+    }
+
+    #[test]
+    fn zone_b_is_named_first() {
+        let mut csv = String::from("az, tenant, protocol, attempts, failures, expected_failure_ratio\n");
+        for az in ["a", "b", "c"] {
+            for tenant in ["acme", "globex", "initech", "umbrella"] {
+                for protocol in ["kafka", "amqp"] {
+                    let failures = match (az, tenant, protocol) {
+                        ("b", _, _) => 60,
+                        (_, "acme", "kafka") if az != "b" => 45,
+                        _ => 1,
+                    };
+                    csv.push_str(&format!("{az},{tenant},{protocol},300,{failures},0.01\n"));
+                }
+            }
+        }
+        let found = localize(&parse_csv(&csv).unwrap(), &CorrelatorSettings::default()).unwrap();
+        assert_eq!(found.to_text(), "az=b\ntenant=acme&protocol=kafka\n");
+        assert_eq!((found.leaves, found.failing_leaves, found.unexplained_failing_leaves), (24, 10, 0));
+        let b = &found.scopes[0];
+        assert_eq!((b.failing_cells, b.total_cells), (8, 8));
+        assert_eq!(b.failure_ratio_inside, Some(0.2));
+        assert_eq!(b.spans.0, [("tenant".to_owned(), 4), ("protocol".to_owned(), 2)]);
+    }
 }

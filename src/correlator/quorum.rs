@@ -127,11 +127,13 @@ mod tests {
     use crate::correlator::testkit::{cells_matching, grid, wide};
 
     type Pairs = Vec<(&'static str, &'static str)>;
+    /// Distinct and corroborated values of one dimension.
+    type Counts = (usize, usize);
 
     #[test]
     fn corroboration_across_zones_and_tenants() {
         let quorum = CorrelatorSettings::default().quorum;
-        let cases: Vec<(&str, bool, Vec<Pairs>, (usize, usize), (usize, usize))> = vec![
+        let cases: Vec<(&str, bool, Vec<Pairs>, Counts, Counts)> = vec![
             ("nothing", false, vec![], (0, 0), (0, 0)),
             ("zone b", false, vec![vec![("az", "b")]], (1, 1), (4, 0)),
             ("tenant acme", false, vec![vec![("tenant", "acme")]], (3, 0), (1, 1)),

@@ -83,6 +83,11 @@ pub enum ReplayError {
     Write(#[source] io::Error),
     #[error("the input holds no records")]
     Empty,
+    #[error(
+        "the input's cells have no \"{0}\" label, which the outage quorum needs; \
+         give --config with a [correlator.quorum] over the labels the input has"
+    )]
+    QuorumLabel(String),
     #[error(transparent)]
     Correlator(#[from] CorrelatorError),
 }
@@ -131,14 +136,14 @@ pub fn infer_matrix(input: impl BufRead) -> Result<Matrix, ReplayError> {
     let mut dims: Vec<String> =
         BASE_DIMENSIONS.iter().filter(|d| names.contains(**d)).map(|d| d.to_string()).collect();
     dims.extend(names.iter().filter(|n| !BASE_DIMENSIONS.contains(&n.as_str())).cloned());
-    let labels = cells
+    let labels: BTreeSet<Vec<String>> = cells
         .into_iter()
         .map(|pairs| {
             let map: HashMap<String, String> = pairs.into_iter().collect();
             dims.iter().map(|d| map.get(d).cloned().unwrap_or_default()).collect()
         })
         .collect();
-    Ok(Matrix::from_labels(dims, labels))
+    Ok(Matrix::from_labels(dims, labels.into_iter().collect()))
 }
 
 /// One printed line of the timeline.
@@ -282,6 +287,134 @@ pub fn replay_file(
     };
     match config {
         Some((matrix, settings)) => replay(open()?, matrix, settings, out),
-        None => replay(open()?, &infer_matrix(open()?)?, &CorrelatorSettings::default(), out),
+        None => {
+            replay(open()?, &infer_matrix(open()?)?, &CorrelatorSettings::default(), out).map_err(|e| match e
+            {
+                ReplayError::Correlator(CorrelatorError::UnknownQuorumDimension(d)) => {
+                    ReplayError::QuorumLabel(d)
+                }
+                e => e,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlator::testkit::grid;
+
+    fn run(input: &str, matrix: Option<&Matrix>) -> Result<Vec<serde_json::Value>, ReplayError> {
+        let inferred;
+        let matrix = match matrix {
+            Some(m) => m,
+            None => {
+                inferred = infer_matrix(input.as_bytes())?;
+                &inferred
+            }
+        };
+        let mut out = Vec::new();
+        replay(input.as_bytes(), matrix, &CorrelatorSettings::default(), &mut out)?;
+        Ok(String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+    }
+
+    fn line(at_ms: u64, az: &str, outcome: &str) -> String {
+        format!(
+            r#"{{"at_ms": {at_ms}, "cell": {{"az": "{az}", "tenant": "acme", "protocol": "kafka", "broker": "k-{az}"}}, "outcome": "{outcome}"}}"#
+        )
+    }
+
+    #[test]
+    fn records_round_trip_in_dimension_order() {
+        let m = grid();
+        let cell = &m.cells()[1];
+        let o = Outcome::PublishFailed(ErrorKind::Blocked);
+        let r = OutcomeRecord::new(12_000, &m, cell, &o, Some(1.5));
+        let mut buf = Vec::new();
+        r.write_line(&mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text,
+            "{\"at_ms\":12000,\"cell\":{\"az\":\"a\",\"tenant\":\"acme\",\"protocol\":\"amqp\",\"broker\":\"r-a\"},\
+             \"outcome\":\"publish_failed\",\"rtt_ms\":1.5,\"kind\":\"blocked\"}\n"
+        );
+        let back: OutcomeRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.outcome(), Some(o));
+    }
+
+    #[test]
+    fn ticks_follow_at_ms() {
+        // Records at 0 and 2500 ms: ticks at 1000, 2000 (no records) and 3000; the first tick is
+        // always printed, later ones only on a change.
+        let input = [line(0, "a", "ok"), line(2500, "a", "ok")].join("\n");
+        let out = run(&input, None).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["at_ms"], 1000);
+        assert_eq!(out[0]["verdict"], "ok");
+        assert_eq!(out[0]["evidence"]["tick"], 1);
+        // Five failures of two cells of zone a, one per second: suspect at the third.
+        let mut lines = Vec::new();
+        for t in 0..5 {
+            lines.push(line(t * 1000, "a", "lost"));
+            lines.push(line(t * 1000 + 1, "b", "ok"));
+        }
+        let out = run(&lines.join("\n"), None).unwrap();
+        let got: Vec<(u64, &str)> =
+            out.iter().map(|v| (v["at_ms"].as_u64().unwrap(), v["verdict"].as_str().unwrap())).collect();
+        assert_eq!(got, [(1000, "ok"), (3000, "suspect")]);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let m = grid();
+        let cases: Vec<(String, Option<&Matrix>, &str)> = vec![
+            (format!("{}\nnot json", line(0, "a", "ok")), None, "line 2: invalid record"),
+            (line(0, "a", "fine"), None, "line 1: unknown outcome \"fine\" (expected one of ok, late, lost"),
+            (
+                line(0, "x", "ok"),
+                Some(&m),
+                "line 1: cell {az=x, tenant=acme, protocol=kafka, broker=k-x} is not in the matrix",
+            ),
+            (
+                [line(5000, "a", "ok"), line(1000, "a", "ok")].join("\n"),
+                None,
+                "line 2: at_ms 1000 is before the tick already evaluated",
+            ),
+            (
+                format!(
+                    "{}\n\n{}",
+                    line(0, "a", "ok"),
+                    r#"{"at_ms": 1, "cell": {"az": "a"}, "outcome": "ok"}"#
+                ),
+                None,
+                "line 3: cell labels",
+            ),
+            (
+                r#"{"at_ms": 1, "cell": {"az": "a", "az": "b"}, "outcome": "ok"}"#.into(),
+                None,
+                "line 1: invalid record: label \"az\" given twice",
+            ),
+            (
+                r#"{"at_ms": 1, "cell": {}, "outcome": "ok", "extra": 1}"#.into(),
+                None,
+                "line 1: invalid record: unknown field `extra`",
+            ),
+            (String::new(), Some(&m), "the input holds no records"),
+        ];
+        for (input, matrix, want) in cases {
+            let err = run(&input, matrix).expect_err(want).to_string();
+            assert!(err.starts_with(want), "want {want:?}, got {err:?}");
+        }
+    }
+
+    #[test]
+    fn inferred_matrix_orders_dimensions() {
+        let input = r#"{"at_ms": 0, "cell": {"zone_group": "g1", "tenant": "t", "az": "a"}, "outcome": "ok"}
+{"at_ms": 0, "cell": {"az": "b", "zone_group": "g1", "tenant": "t"}, "outcome": "ok"}"#;
+        let m = infer_matrix(input.as_bytes()).unwrap();
+        assert_eq!(m.dimensions(), ["az", "tenant", "zone_group"]);
+        let cells: Vec<&[String]> = m.cells().iter().map(|c| c.labels.as_slice()).collect();
+        assert_eq!(cells, [["a", "t", "g1"], ["b", "t", "g1"]]);
     }
 }

@@ -237,3 +237,51 @@ impl ScopeIndex {
         (0..self.scope_count()).map(|s| s as ScopeId).find(|&s| self.keys[s as usize * d..][..d] == key[..])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlator::testkit::{grid, nested};
+
+    #[test]
+    fn scopes_of_the_grid() {
+        let m = grid();
+        let index = ScopeIndex::new(&m).unwrap();
+        // Every subset of (az, tenant, protocol, broker) fixed to a cell's values, deduplicated:
+        // {} 1, az 3, tenant 4, protocol 2, broker 6, az+tenant 12, az+protocol 6,
+        // az+broker 6, tenant+protocol 8, tenant+broker 24, protocol+broker 6, then the
+        // triples 24 + 6 + 24 + 24 and the cells 24.
+        assert_eq!(index.scope_count(), 1 + 3 + 4 + 2 + 6 + 12 + 6 + 6 + 8 + 24 + 6 + 24 + 6 + 24 + 24 + 24);
+        assert_eq!(index.describe(0), "*", "the coarsest scope comes first");
+        assert_eq!(index.total(0), 24);
+        let zone_b = index.find(&[("az", "b")]).unwrap();
+        assert_eq!((index.total(zone_b), index.fixed_count(zone_b)), (8, 1));
+        assert!(index.is_canonical(zone_b));
+        assert!(index.cells(zone_b).iter().all(|&c| m.cells()[c as usize].labels[0] == "b"));
+        // A broker is its zone and protocol: only the broker stands for those cells.
+        let broker = index.find(&[("broker", "k-b")]).unwrap();
+        let zone_protocol = index.find(&[("az", "b"), ("protocol", "kafka")]).unwrap();
+        assert_eq!(index.cells(broker), index.cells(zone_protocol));
+        assert!(index.is_canonical(broker) && !index.is_canonical(zone_protocol));
+        assert_eq!(index.find(&[("az", "d")]), None);
+        assert_eq!(
+            index.describe(index.find(&[("tenant", "acme"), ("az", "b")]).unwrap()),
+            "az=b&tenant=acme"
+        );
+        // Each cell lies in 2^4 scopes, the global one first.
+        assert_eq!(index.scopes_of(5).len(), 16);
+        assert_eq!(index.scopes_of(5)[0], 0);
+    }
+
+    #[test]
+    fn nested_brokers_keep_the_zone_protocol_scope() {
+        let index = ScopeIndex::new(&nested()).unwrap();
+        // Two Kafka brokers per zone: {az=b, protocol=kafka} holds both and stands for itself.
+        let zone_kafka = index.find(&[("az", "b"), ("protocol", "kafka")]).unwrap();
+        assert_eq!(index.total(zone_kafka), 8);
+        assert!(index.is_canonical(zone_kafka));
+        // The RabbitMQ node is alone in its zone: {az=b, protocol=amqp} is {broker=r-b}.
+        let zone_amqp = index.find(&[("az", "b"), ("protocol", "amqp")]).unwrap();
+        assert!(!index.is_canonical(zone_amqp));
+    }
+}
