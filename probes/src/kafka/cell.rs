@@ -50,7 +50,14 @@ impl KafkaCell {
         cell_key: u64,
         tx: mpsc::Sender<Delivery>,
     ) -> Self {
-        KafkaCell { cluster, topic: topic.to_owned(), broker_id, cell_key, tx, pin: Mutex::new(Pin::default()) }
+        KafkaCell {
+            cluster,
+            topic: topic.to_owned(),
+            broker_id,
+            cell_key,
+            tx,
+            pin: Mutex::new(Pin::default()),
+        }
     }
 
     /// Creates the topic if needed and pins the partition, so the first probe measures the

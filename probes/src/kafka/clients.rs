@@ -3,8 +3,9 @@
 //! watermarks) run on the blocking pool.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -25,29 +26,37 @@ use crate::outcome::ErrorKind;
 struct BrokerState {
     state: String,
     down: bool,
-    /// Once up in this client generation: its connection may carry state from before a loss.
-    was_up: bool,
 }
 
 /// Client callbacks: record broker states from statistics, turn librdkafka's logs and errors
 /// into quiet tracing events (broker failures are data, already in the probe outcomes). They
 /// run on librdkafka's threads and only store state.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Context {
     brokers: Arc<Mutex<HashMap<i32, BrokerState>>>,
+    /// When the client was created: a first connection gets `CONNECT_GRACE` to succeed.
+    created: Instant,
 }
 
-/// Whether a broker counts as down, from its librdkafka state and its previous state and
-/// verdict. `DOWN` is down. (Re)connecting is down after a loss (coming from an established
-/// state, or while already down), but a first connection (from `INIT`) is not a failure.
-pub(super) fn broker_down(state: &str, previous: Option<&str>, was_down: bool) -> bool {
-    match state {
-        "DOWN" => true,
-        "TRY_CONNECT" | "CONNECT" => {
-            was_down || !matches!(previous, None | Some("INIT" | "TRY_CONNECT" | "CONNECT"))
-        }
-        _ => false,
+impl Default for Context {
+    fn default() -> Self {
+        Context { brokers: Arc::default(), created: Instant::now() }
     }
+}
+
+/// How long a new client may take to reach a broker before the broker counts as down.
+const CONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether a broker counts as down, from its librdkafka state, its previous state and whether
+/// it was down. A broker not in an established state is down, unless it is still making its
+/// first connection within the grace period. (librdkafka cycles INIT, TRY_CONNECT, CONNECT,
+/// DOWN while a broker refuses.)
+pub(super) fn broker_down(state: &str, previous: Option<&str>, was_down: bool, past_grace: bool) -> bool {
+    let established = |s: &str| matches!(s, "UP" | "UPDATE" | "APIVERSION_QUERY") || s.starts_with("AUTH");
+    if established(state) {
+        return false;
+    }
+    state == "DOWN" || was_down || past_grace || previous.is_some_and(established)
 }
 
 impl ClientContext for Context {
@@ -56,9 +65,11 @@ impl ClientContext for Context {
         for b in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
             let old = brokers.get(&b.nodeid).cloned().unwrap_or_default();
             let previous = (!old.state.is_empty()).then_some(old.state.as_str());
-            let down = broker_down(&b.state, previous, old.down);
-            let was_up = old.was_up || b.state == "UP";
-            brokers.insert(b.nodeid, BrokerState { state: b.state.clone(), down, was_up });
+            let down = broker_down(&b.state, previous, old.down, self.created.elapsed() > CONNECT_GRACE);
+            if old.state != b.state {
+                debug!(node = b.nodeid, state = %b.state, down, "kafka broker state");
+            }
+            brokers.insert(b.nodeid, BrokerState { state: b.state.clone(), down });
         }
     }
 
@@ -83,13 +94,19 @@ pub(super) struct Clients {
     brokers: Context,
     /// Partitions in the consumer's assignment.
     assigned: Mutex<HashSet<(String, i32)>>,
+    /// A partition was assigned: these clients hold state (topic ids, offsets) of the brokers.
+    reached: AtomicBool,
     timeout: Duration,
     retention: Duration,
 }
 
 impl Clients {
     /// Creates the clients. librdkafka connects lazily, so this fails only on bad settings.
-    pub fn create(config: &KafkaClientConfig, instance: &str, generation: u64) -> Result<Clients, KafkaError> {
+    pub fn create(
+        config: &KafkaClientConfig,
+        instance: &str,
+        generation: u64,
+    ) -> Result<Clients, KafkaError> {
         let base = |c: &mut ClientConfig| {
             c.set("bootstrap.servers", &config.bootstrap)
                 .set("client.id", format!("crossprobe-{instance}"))
@@ -130,6 +147,7 @@ impl Clients {
             admin: admin.create_with_context(Context::default())?,
             brokers,
             assigned: Mutex::new(HashSet::new()),
+            reached: AtomicBool::new(false),
             timeout: config.timeout,
             retention: config.topic_retention,
         })
@@ -140,10 +158,13 @@ impl Clients {
         self.brokers.brokers.lock().expect("broker state lock").get(&node).map(|b| !b.down)
     }
 
-    /// A broker this generation had reached is now down: its clients should be replaced, so no
-    /// state (cached topic ids, offsets) outlives a broker restart.
+    /// These clients hold broker state and a broker is now down: they should be replaced, so no
+    /// state (cached topic ids, offsets, assignments) outlives a broker restart. (tansu, which
+    /// forgets topics on restart, answers fetches of unknown topics in a way that crashes
+    /// librdkafka 2.12; real Kafka keeps its topics, but a rebuild is cheap either way.)
     pub fn lost_a_broker(&self) -> bool {
-        self.brokers.brokers.lock().expect("broker state lock").values().any(|b| b.was_up && b.down)
+        self.reached.load(Ordering::Relaxed)
+            && self.brokers.brokers.lock().expect("broker state lock").values().any(|b| b.down)
     }
 
     /// Creates `topic` if missing, with one partition per broker and the configured retention.
@@ -199,7 +220,9 @@ impl Clients {
         if reassign {
             self.consumer.incremental_unassign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
         }
-        self.consumer.incremental_assign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))
+        self.consumer.incremental_assign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
+        self.reached.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -249,12 +272,14 @@ mod tests {
 
     #[test]
     fn a_first_connection_is_not_down_a_lost_one_is() {
-        assert!(!broker_down("CONNECT", None, false));
-        assert!(!broker_down("CONNECT", Some("INIT"), false));
-        assert!(!broker_down("UP", Some("CONNECT"), false));
-        assert!(broker_down("DOWN", Some("UP"), false));
-        assert!(broker_down("TRY_CONNECT", Some("UP"), false));
-        assert!(broker_down("CONNECT", Some("TRY_CONNECT"), true), "stays down while retrying");
-        assert!(!broker_down("UP", Some("CONNECT"), true), "up again");
+        assert!(!broker_down("CONNECT", None, false, false));
+        assert!(!broker_down("CONNECT", Some("INIT"), false, false));
+        assert!(broker_down("TRY_CONNECT", Some("INIT"), false, true), "never reached after the grace");
+        assert!(!broker_down("UP", Some("CONNECT"), false, true));
+        assert!(broker_down("DOWN", Some("UP"), false, false));
+        assert!(broker_down("TRY_CONNECT", Some("UP"), false, false));
+        assert!(broker_down("CONNECT", Some("TRY_CONNECT"), true, false), "stays down while retrying");
+        assert!(!broker_down("UP", Some("CONNECT"), true, true), "up again");
+        assert!(broker_down("INIT", Some("TRY_CONNECT"), true, false), "between attempts");
     }
 }

@@ -89,7 +89,12 @@ impl KafkaCluster {
     /// A cell publishing to `topic`, on a partition led by `broker_id` when given. The topic and
     /// partition are resolved on the first publish and again after the topic or the clients
     /// changed.
-    pub fn cell(self: &Arc<Self>, topic: &str, broker_id: Option<i32>, cell_key: u64) -> (KafkaCell, Deliveries) {
+    pub fn cell(
+        self: &Arc<Self>,
+        topic: &str,
+        broker_id: Option<i32>,
+        cell_key: u64,
+    ) -> (KafkaCell, Deliveries) {
         let (tx, rx) = mpsc::channel(DELIVERY_BUFFER);
         (KafkaCell::new(self.clone(), topic, broker_id, cell_key, tx), rx)
     }
