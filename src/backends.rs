@@ -38,6 +38,7 @@ pub enum BackendError {
 /// The clients, their background tasks, and one backend per cell (in matrix order).
 pub struct Backends {
     pub cells: Vec<(CellBackend, Deliveries)>,
+    kafka_clusters: Vec<Arc<KafkaCluster>>,
     amqp_nodes: Vec<Arc<AmqpNode>>,
 }
 
@@ -130,7 +131,11 @@ impl Backends {
                 }
             }
         }
-        Ok(Backends { cells, amqp_nodes: amqp.into_values().collect() })
+        Ok(Backends {
+            cells,
+            kafka_clusters: kafka.into_values().collect(),
+            amqp_nodes: amqp.into_values().collect(),
+        })
     }
 
     /// Connects every client and prepares every cell (topics, partitions, channels, queues),
@@ -147,6 +152,14 @@ impl Backends {
             }
         });
         futures_util::future::join_all(preparing).await;
+    }
+
+    /// Clients re-established after a loss so far: (Kafka rebuilds, AMQP reconnections).
+    pub fn reconnects(&self) -> (u64, u64) {
+        (
+            self.kafka_clusters.iter().map(|c| c.rebuilds()).sum(),
+            self.amqp_nodes.iter().map(|n| n.reconnects()).sum(),
+        )
     }
 
     /// Waits for the AMQP consumer loops, which end once their connections are closed.

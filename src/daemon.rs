@@ -259,7 +259,10 @@ async fn report_loop(
         tokio::select! {
             _ = stop.cancelled() => break,
             Some(report) = probing.next() => reports.handle(&report),
-            _ = ticker.tick() => reports.tick(),
+            _ = ticker.tick() => {
+                reports.set_reconnects(probing.backends.reconnects());
+                reports.tick();
+            }
         }
     }
     let stopped = probing.stop().await;

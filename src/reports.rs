@@ -29,6 +29,7 @@ pub struct Reports {
     connected: Vec<bool>,
     log: OutcomeLog,
     last_level: Option<&'static str>,
+    reconnects: (u64, u64),
 }
 
 impl Reports {
@@ -49,6 +50,7 @@ impl Reports {
             connected: vec![false; cells],
             log: OutcomeLog::new(cells),
             last_level: None,
+            reconnects: (0, 0),
         };
         reports.publish();
         reports
@@ -76,6 +78,14 @@ impl Reports {
                 self.record = None;
             }
         }
+    }
+
+    /// Brings the reconnect counters up to the clients' totals (Kafka, AMQP).
+    pub fn set_reconnects(&mut self, (kafka, amqp): (u64, u64)) {
+        let counter = &self.shared.metrics.reconnects;
+        counter.with_label_values(&["kafka"]).inc_by(kafka.saturating_sub(self.reconnects.0));
+        counter.with_label_values(&["amqp"]).inc_by(amqp.saturating_sub(self.reconnects.1));
+        self.reconnects = (kafka, amqp);
     }
 
     /// One evaluation tick: verdict, cell states and readiness published.

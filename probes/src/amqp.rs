@@ -78,12 +78,25 @@ pub struct AmqpNode {
     /// The cells' consumer loops; each ends when its channel closes or the node stops.
     consumers: TaskTracker,
     stopped: CancellationToken,
+    /// Connections established after the first.
+    reconnects: std::sync::atomic::AtomicU64,
 }
 
 impl AmqpNode {
     pub fn new(config: AmqpClientConfig) -> Arc<Self> {
         let (link, _) = watch::channel(Link::Connecting);
-        Arc::new(AmqpNode { config, link, consumers: TaskTracker::new(), stopped: CancellationToken::new() })
+        Arc::new(AmqpNode {
+            config,
+            link,
+            consumers: TaskTracker::new(),
+            stopped: CancellationToken::new(),
+            reconnects: Default::default(),
+        })
+    }
+
+    /// Connections re-established after a loss.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until the first connection attempt has finished, successful or not.
@@ -102,6 +115,7 @@ impl AmqpNode {
     /// Keeps the connection up until cancelled: connect, wait for failure, back off, repeat.
     pub async fn supervise(self: Arc<Self>, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(250);
+        let mut connected_before = false;
         loop {
             let attempt =
                 tokio::time::timeout(self.config.timeout.max(Duration::from_secs(1)), self.connect());
@@ -114,6 +128,10 @@ impl AmqpNode {
                     backoff = Duration::from_millis(250);
                     let conn = Arc::new(conn);
                     let mut events = conn.events_listener();
+                    if connected_before {
+                        self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    connected_before = true;
                     self.link.send_replace(Link::Up(conn.clone()));
                     info!(address = %self.config.address, vhost = %self.config.vhost, "amqp connected");
                     let reason = loop {

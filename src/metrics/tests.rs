@@ -103,3 +103,39 @@ fn buckets_double_up_to_the_timeout() {
     let b = latency_buckets(Duration::from_millis(500));
     assert_eq!((b.first(), b.last(), b.len()), (Some(&0.0005), Some(&0.5), 11));
 }
+
+/// The README's metrics table and the registry must list the same metrics with the same types.
+#[test]
+fn readme_metrics_table_matches_the_registry() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("## Metrics").nth(1).expect("README has a Metrics section");
+    let documented: std::collections::BTreeMap<String, String> = section
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cols.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_owned(), cols.get(2)?.to_string()))
+        })
+        .collect();
+    let m = metrics();
+    // The error counter is created on first use, scope series only while a scope is down.
+    m.set_verdict(2, false, vec![vec!["b".into(), "*".into(), "*".into(), "*".into()]]);
+    let failed = ProbeResult {
+        seq: 1,
+        outcome: Outcome::ConnectFailed(ErrorKind::Refused),
+        publish: None,
+        roundtrip: None,
+    };
+    m.record(0, &Event::Done(failed));
+    let rendered: std::collections::BTreeMap<String, String> = m
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            (name.to_owned(), kind.to_owned())
+        })
+        .collect();
+    assert_eq!(documented, rendered, "README metrics table (left) differs from the registry (right)");
+}
