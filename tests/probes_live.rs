@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossprobe::config::ValidatedConfig;
 use crossprobe::daemon::{self, Probing};
-use crossprobe_probes::outcome::Outcome;
+use crossprobe_probes::outcome::{ErrorKind, Outcome};
 use crossprobe_probes::tracker::Event;
 use support::{brokers, exclusive, local_matrix, parse, FAST};
 
@@ -150,4 +150,176 @@ async fn a_killed_zone_reports_connect_failed_and_recovers_after_restart() {
     fault.heal();
     until_ok(&mut p, &config, in_zone("b"), Duration::from_secs(60)).await;
     p.stop().await.unwrap();
+}
+
+/// Runs a matrix until every cell is ok, injects `kind` on zone b (with `arg`), and returns the
+/// outcomes per cell over the next 3 seconds (after a second for the fault to bite); heals and
+/// waits for recovery before returning.
+async fn outcomes_under_fault(kind: &str, arg: Option<&str>) -> Option<BTreeMap<String, Vec<Outcome>>> {
+    let b = brokers();
+    let (toml, _) = local_matrix(b, &FAST);
+    let config = parse(&toml);
+    let mut p = Probing::start(&config, false, None).await.unwrap();
+    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+    let Some(fault) = b.fault("b", kind, arg) else {
+        p.stop().await.unwrap();
+        return None;
+    };
+    let _ = collect(&mut p, &config, Duration::from_secs(1)).await;
+    let seen = collect(&mut p, &config, Duration::from_secs(3)).await;
+    fault.heal();
+    until_ok(&mut p, &config, |_| true, Duration::from_secs(60)).await;
+    p.stop().await.unwrap();
+    Some(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_alarm_blocks_only_the_amqp_cells_of_that_node() {
+    let _x = exclusive().await;
+    let Some(seen) = outcomes_under_fault("memory-alarm", None).await else { return };
+    for (id, outcomes) in &seen {
+        if id.starts_with("rabbit-b/") {
+            assert!(
+                outcomes.iter().all(|o| matches!(o, Outcome::PublishFailed(_))),
+                "{id}: expected publish_failed while the node blocks publishers, saw {outcomes:?}"
+            );
+            assert!(outcomes.contains(&Outcome::PublishFailed(ErrorKind::Blocked)), "{id}: {outcomes:?}");
+        } else {
+            assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{id}: expected ok, saw {outcomes:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_tenant_fails_only_that_tenant() {
+    let _x = exclusive().await;
+    let Some(seen) = outcomes_under_fault("revoke", Some("acme")).await else { return };
+    for (id, outcomes) in &seen {
+        if id == "rabbit-b/acme" {
+            assert!(
+                outcomes.iter().all(|o| *o == Outcome::ConnectFailed(ErrorKind::Auth)),
+                "{id}: expected connect_failed{{kind=auth}}, saw {outcomes:?}"
+            );
+        } else {
+            assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{id}: expected ok, saw {outcomes:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_messages_are_counted_as_duplicate_corrupt_and_foreign_never_ok() {
+    use crossprobe_probes::payload::Header;
+    let _x = exclusive().await;
+    let b = brokers();
+    let (toml, _) = local_matrix(b, &FAST);
+    let config = parse(&toml);
+    let mut p = Probing::start(&config, false, None).await.unwrap();
+    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+
+    let kafka_cell = config.matrix.cells().iter().position(|c| c.id.as_str() == "kafka-a/acme").unwrap();
+    let amqp_cell = config.matrix.cells().iter().position(|c| c.id.as_str() == "rabbit-a/acme").unwrap();
+    let strays = |cell: usize| {
+        let key = config.matrix.cells()[cell].key;
+        vec![
+            Header { instance: p.instance_id(), cell: key, seq: 1, sent_ns: 0 }.encode(64),
+            b"definitely not a probe".to_vec(),
+            Header { instance: p.instance_id() ^ 1, cell: key, seq: 1, sent_ns: 0 }.encode(64),
+        ]
+    };
+    let topic =
+        config.tenants[config.matrix.cells()[kafka_cell].tenant].kafka.as_ref().unwrap().topic.clone();
+    inject_kafka(&b.kafka[0], &topic, strays(kafka_cell));
+    let queue = crossprobe::backends::queue_name(&config.daemon.instance, &config.matrix.cells()[amqp_cell]);
+    inject_amqp(&b.amqp[0], &b.acme_password, &queue, strays(amqp_cell)).await;
+
+    let mut events: BTreeMap<usize, Vec<Event>> = BTreeMap::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(r)) = tokio::time::timeout_at(until, p.next()).await {
+        events.entry(r.cell).or_default().push(r.event);
+    }
+    p.stop().await.unwrap();
+    for cell in [kafka_cell, amqp_cell] {
+        let e = &events[&cell];
+        let id = &config.matrix.cells()[cell].id;
+        assert!(e.contains(&Event::Duplicate { seq: 1 }), "{id}: no duplicate in {e:?}");
+        assert!(e.contains(&Event::Corrupt), "{id}: no corrupt message in {e:?}");
+        assert!(e.contains(&Event::Foreign), "{id}: no foreign message in {e:?}");
+        let done: Vec<_> =
+            e.iter().filter_map(|e| if let Event::Done(d) = e { Some(d) } else { None }).collect();
+        assert!(
+            done.iter().all(|d| d.outcome == Outcome::Ok && d.seq > 1),
+            "{id}: strays must not end probes: {done:?}"
+        );
+    }
+}
+
+fn inject_kafka(bootstrap: &str, topic: &str, messages: Vec<Vec<u8>>) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for m in &messages {
+        producer.send(BaseRecord::<(), _>::to(topic).partition(0).payload(m)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(5)).unwrap();
+}
+
+async fn inject_amqp(address: &str, password: &str, queue: &str, messages: Vec<Vec<u8>>) {
+    use lapin::options::BasicPublishOptions;
+    let uri = format!("amqp://crossprobe-acme:{password}@{address}/acme");
+    let conn = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for m in &messages {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            m,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let _x = exclusive().await;
+    let b = brokers();
+    let (toml, _) = local_matrix(b, &FAST);
+    let config = parse(&toml);
+    let results = daemon::once(&config).await.unwrap();
+    assert!(results.iter().all(|r| r.is_some_and(|r| r.outcome == Outcome::Ok)), "{results:?}");
+
+    let topic = config.tenants[0].kafka.as_ref().unwrap().topic.clone();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &b.kafka[0]).create().unwrap();
+    let described =
+        admin.describe_configs([&ResourceSpecifier::Topic(&topic)], &AdminOptions::new()).await.unwrap();
+    let resource = described.into_iter().next().unwrap().expect("topic config described");
+    let retention = resource.get("retention.ms").and_then(|e| e.value.clone());
+    assert_eq!(retention.as_deref(), Some("600000"), "retention.ms of {topic}");
+
+    if b.ctl().is_none() {
+        eprintln!("skipping the queue read-back: the brokers are not crossprobe-local's");
+        return;
+    }
+    let cell = config.matrix.cells().iter().find(|c| c.id.as_str() == "rabbit-a/acme").unwrap();
+    let queue = crossprobe::backends::queue_name(&config.daemon.instance, cell);
+    let base: u16 =
+        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-n", "rabbit-a@localhost", "-q", "list_queues", "-p", "acme", "name", "arguments"])
+        .env("ERL_EPMD_PORT", (base + 369).to_string())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(&queue))
+        .unwrap_or_else(|| panic!("{queue} not in:\n{listing}"));
+    for expected in ["x-message-ttl", "60000", "x-max-length", "100", "x-expires"] {
+        assert!(line.contains(expected), "{queue}: {expected} missing in {line}");
+    }
 }

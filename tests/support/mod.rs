@@ -32,8 +32,10 @@ const USER_BROKERS: &str = "CROSSPROBE_KAFKA_A";
 pub fn brokers() -> &'static Brokers {
     static BROKERS: OnceLock<Brokers> = OnceLock::new();
     BROKERS.get_or_init(|| {
-        // Logs go to the test's captured output: shown for failing tests (RUST_LOG filters).
-        crossprobe::daemon::init_logging(crossprobe::config::LogFormat::Text);
+        // Daemon logs on stderr only when asked for (RUST_LOG=info cargo test ...).
+        if std::env::var_os("RUST_LOG").is_some() {
+            crossprobe::daemon::init_logging(crossprobe::config::LogFormat::Text);
+        }
         if std::env::var_os(USER_BROKERS).is_none() {
             let out = ctl_command(&ctl_path(), &["up"]);
             assert!(
@@ -164,4 +166,62 @@ pub fn local_matrix(b: &Brokers, timing: &Timing) -> (String, String) {
 pub fn parse(toml: &str) -> crossprobe::config::ValidatedConfig {
     crossprobe::config::ValidatedConfig::parse(toml, Path::new("generated.toml"))
         .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+/// A plain HTTP/1.1 GET on loopback: status and body. Enough for our endpoints and
+/// Prometheus's API, without an HTTP client dependency.
+pub fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Percent-encodes a query parameter value.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `within` naming `what`
+/// and the last value seen.
+pub async fn eventually<T, F: FnMut() -> Result<T, String>>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: F,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() > deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
 }
