@@ -32,19 +32,19 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot listen for signals: {0}")]
+    #[error("cannot listen for signals")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("{0} still running after the stop grace period")]
     Stuck(&'static str),
-    #[error("cannot listen on {0}: {1}")]
+    #[error("cannot listen on {0}")]
     Bind(SocketAddr, #[source] std::io::Error),
-    #[error("cannot create the record file {path}: {source}", path = .0.display(), source = .1)]
+    #[error("cannot create the record file {}", .0.display())]
     Record(PathBuf, #[source] std::io::Error),
-    #[error("HTTP server failed: {0}")]
+    #[error("HTTP server failed")]
     Serve(#[source] std::io::Error),
-    #[error("cannot register metrics: {0}")]
+    #[error("cannot register metrics")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Correlator(#[from] crate::correlator::CorrelatorError),

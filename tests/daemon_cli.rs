@@ -3,8 +3,38 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// The local example with the HTTP server on a free port, in a temporary file removed on drop.
+struct LocalConfig(std::path::PathBuf);
+
+impl LocalConfig {
+    fn new() -> Self {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/local.toml"))
+                .unwrap();
+        let text = text.replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
+        assert!(text.contains("127.0.0.1:0"), "the local example should listen on 127.0.0.1:9464");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("crossprobe-cli-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        LocalConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for LocalConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Kills the daemon if the test fails before it exits, so no process outlives the test.
 struct Daemon(Child);
@@ -17,9 +47,10 @@ impl Drop for Daemon {
 }
 
 fn stops_cleanly_on(signal: &str) {
+    let config = LocalConfig::new();
     let mut daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-            .args(["run", "--config", "config/examples/local.toml"])
+            .args(["run", "--config", config.path()])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RUST_LOG", "info")
             // No brokers are needed: cells without them report connect_failed, the daemon runs on.
@@ -38,8 +69,14 @@ fn stops_cleanly_on(signal: &str) {
             let _ = tx.send(line);
         }
     });
-    let started =
-        rx.iter().find(|l| l.contains("crossprobe started")).expect("a start-up line before the log ended");
+    let mut seen = Vec::new();
+    let started = rx
+        .iter()
+        .find(|l| {
+            seen.push(l.clone());
+            l.contains("crossprobe started")
+        })
+        .unwrap_or_else(|| panic!("no start-up line before the log ended: {seen:?}"));
     assert!(started.contains("cells=12"), "start-up line should count 12 cells: {started}");
 
     let status =
@@ -76,7 +113,7 @@ fn run_stops_cleanly_on_sigint() {
 #[test]
 fn run_without_a_password_source_exits_1_naming_it() {
     let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-        .args(["run", "--config", "config/examples/local.toml"])
+        .args(["run", "--config", LocalConfig::new().path()])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("CROSSPROBE_ACME_AMQP_PASSWORD")
         .env_remove("CROSSPROBE_GLOBEX_AMQP_PASSWORD")

@@ -1,4 +1,5 @@
-//! One generation of rdkafka clients for a cluster (producer, consumer, admin), the context
+//! One generation of rdkafka clients for a cluster (producer, consumer; an admin client while
+//! creating a topic), the context
 //! that records broker states from librdkafka's statistics, and the blocking calls (metadata,
 //! watermarks) run on the blocking pool.
 
@@ -89,7 +90,9 @@ pub(super) struct Clients {
     pub generation: u64,
     pub producer: FutureProducer<Context>,
     pub consumer: Arc<StreamConsumer<Context>>,
-    admin: AdminClient<Context>,
+    /// Settings of the short-lived admin client that creates topics. An admin client's main
+    /// queue (statistics, errors) is never served by rdkafka, so one kept alive grows.
+    admin: ClientConfig,
     /// The producer's view of the brokers.
     brokers: Context,
     /// Partitions in the consumer's assignment.
@@ -110,7 +113,6 @@ impl Clients {
         let base = |c: &mut ClientConfig| {
             c.set("bootstrap.servers", &config.bootstrap)
                 .set("client.id", format!("crossprobe-{instance}"))
-                .set("statistics.interval.ms", "1000")
                 .set("socket.connection.setup.timeout.ms", ms(config.timeout.max(Duration::from_secs(1))))
                 .set("reconnect.backoff.ms", "100")
                 .set("reconnect.backoff.max.ms", "2000")
@@ -122,6 +124,8 @@ impl Clients {
         let mut producer = ClientConfig::new();
         base(&mut producer);
         producer
+            // Broker states for liveness; only the producer reports them (its queue is served).
+            .set("statistics.interval.ms", "1000")
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("enable.idempotence", "false")
@@ -144,7 +148,7 @@ impl Clients {
             generation,
             producer: producer.create_with_context(brokers.clone())?,
             consumer: Arc::new(consumer.create_with_context(Context::default())?),
-            admin: admin.create_with_context(Context::default())?,
+            admin,
             brokers,
             assigned: Mutex::new(HashSet::new()),
             reached: AtomicBool::new(false),
@@ -178,8 +182,12 @@ impl Clients {
         let new = NewTopic::new(topic, brokers as i32, TopicReplication::Fixed(brokers.min(3) as i32))
             .set("retention.ms", &retention);
         let options = AdminOptions::new().operation_timeout(Some(self.timeout));
-        let results =
-            self.admin.create_topics([&new], &options).await.map_err(|e| ProbeError::Connect(kind(&e)))?;
+        let admin: AdminClient<Context> =
+            self.admin.create_with_context(Context::default()).map_err(|e| ProbeError::Connect(kind(&e)))?;
+        let results = admin.create_topics([&new], &options).await;
+        // Dropping an admin client joins its threads: off the async runtime.
+        tokio::task::spawn_blocking(move || drop(admin));
+        let results = results.map_err(|e| ProbeError::Connect(kind(&e)))?;
         for r in results {
             match r {
                 Ok(_) => info!(topic, partitions = brokers, retention_ms = %retention, "created probe topic"),
