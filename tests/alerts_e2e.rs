@@ -4,14 +4,14 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crossprobe::daemon::{Daemon, RunOptions};
 use serde_json::Value;
-use support::{brokers, encode, eventually, exclusive, http_get, local_matrix, parse, FAST};
+use support::{brokers, encode, eventually, exclusive, free_port, http_get, local_matrix, parse, FAST};
 
 /// A Prometheus server of this test, stopped by process id when dropped.
 struct Prometheus {
@@ -25,10 +25,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_prometheus(target: SocketAddr) -> Prometheus {

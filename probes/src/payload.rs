@@ -96,6 +96,17 @@ impl Header {
     }
 }
 
+/// The cell key a message claims, without verifying it: enough to route a message to its cell
+/// among those sharing a partition. The cell verifies it.
+pub fn peek_cell(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() < HEADER_LEN || bytes[0..4] != MAGIC {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[16..24]);
+    Some(u64::from_be_bytes(b))
+}
+
 /// CRC-32 over everything but the checksum field itself.
 fn checksum(buf: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -121,6 +132,12 @@ mod tests {
             assert_eq!(bytes.len(), size.max(HEADER_LEN));
             assert_eq!(Header::decode(&bytes), Ok(header(7)));
         }
+    }
+
+    #[test]
+    fn peek_reads_the_claimed_cell() {
+        assert_eq!(peek_cell(&header(3).encode(64)), Some(42));
+        assert_eq!(peek_cell(b"garbage"), None);
     }
 
     #[test]

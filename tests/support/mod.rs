@@ -197,6 +197,11 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Percent-encodes a query parameter value.
 pub fn encode(s: &str) -> String {
     s.bytes()

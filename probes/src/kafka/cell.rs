@@ -130,7 +130,7 @@ impl KafkaCell {
         };
         let (partition, leader) = chosen.ok_or(ProbeError::Connect(ErrorKind::NotFound))?;
         if pinned.is_none() {
-            self.cluster.route(clients, &self.topic, partition, &self.tx).await?;
+            self.cluster.route(clients, &self.topic, partition, self.cell_key, &self.tx).await?;
             info!(topic = %self.topic, partition, leader, "cell pinned to partition");
         }
         Ok((partition, leader))

@@ -57,7 +57,8 @@ impl std::fmt::Debug for KafkaClientConfig {
     }
 }
 
-type Routes = HashMap<(String, i32), Vec<mpsc::Sender<Delivery>>>;
+/// The cells pinned to each partition, by cell key.
+type Routes = HashMap<(String, i32), Vec<(u64, mpsc::Sender<Delivery>)>>;
 
 /// Shortest time between two rebuilds of a cluster's clients.
 const REBUILD_BACKOFF: Duration = Duration::from_secs(5);
@@ -130,9 +131,15 @@ impl KafkaCluster {
             match message {
                 Ok(m) => {
                     let routes = self.routes.lock().expect("routes lock");
-                    if let Some(senders) = routes.get(&(m.topic().to_owned(), m.partition())) {
-                        for tx in senders {
-                            forward(tx, m.payload().unwrap_or_default());
+                    if let Some(cells) = routes.get(&(m.topic().to_owned(), m.partition())) {
+                        // To the cell the message names; what names none of ours (garbage,
+                        // other instances' shards) to the partition's first cell, so it is
+                        // counted once.
+                        let payload = m.payload().unwrap_or_default();
+                        let key = crate::payload::peek_cell(payload);
+                        let target = cells.iter().find(|(k, _)| Some(*k) == key).or(cells.first());
+                        if let Some((_, tx)) = target {
+                            forward(tx, payload);
                         }
                     }
                 }
@@ -172,13 +179,14 @@ impl KafkaCluster {
         clients: &Clients,
         topic: &str,
         partition: i32,
+        cell_key: u64,
         tx: &mpsc::Sender<Delivery>,
     ) -> Result<(), crate::backend::ProbeError> {
         clients.assign_at_end(topic, partition).await?;
         let mut routes = self.routes.lock().expect("routes lock");
-        let senders = routes.entry((topic.to_owned(), partition)).or_default();
-        senders.retain(|s| !s.is_closed() && !s.same_channel(tx));
-        senders.push(tx.clone());
+        let cells = routes.entry((topic.to_owned(), partition)).or_default();
+        cells.retain(|(_, s)| !s.is_closed() && !s.same_channel(tx));
+        cells.push((cell_key, tx.clone()));
         Ok(())
     }
 }

@@ -1,0 +1,96 @@
+//! End-to-end benchmarks against the local zones (`deploy/local/crossprobe-local`): how
+//! faithfully the daemon measures (overhead next to bare clients), how fast it sees a real
+//! outage (detection), and what it costs (scale). Prints one table per part.
+//!
+//! ```text
+//! cargo bench --bench e2e -- [overhead] [detection] [scale] [--seconds S] [--trials N] [--cells 12,120,600]
+//! ```
+//!
+//! With no part named, all three run. Needs root (the zones' faults) and takes about 20
+//! minutes in all; see benches/README.md for the figures and how they were produced.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod bare;
+mod detection;
+mod overhead;
+mod scale;
+
+use std::time::Duration;
+
+/// Command-line options.
+pub struct Options {
+    pub parts: Vec<String>,
+    pub seconds: u64,
+    pub trials: usize,
+    pub cells: Vec<usize>,
+}
+
+fn options() -> Options {
+    let mut o = Options { parts: Vec::new(), seconds: 60, trials: 20, cells: vec![12, 120, 600, 1200] };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        match a.as_str() {
+            "--seconds" => o.seconds = value("--seconds").parse().expect("--seconds: a number"),
+            "--trials" => o.trials = value("--trials").parse().expect("--trials: a number"),
+            "--cells" => {
+                o.cells = value("--cells").split(',').map(|c| c.parse().expect("--cells: numbers")).collect()
+            }
+            "--bench" => {}
+            part @ ("overhead" | "detection" | "scale") => o.parts.push(part.to_owned()),
+            other => panic!("unknown argument {other:?} (parts: overhead, detection, scale)"),
+        }
+    }
+    if o.parts.is_empty() {
+        o.parts = ["overhead", "detection", "scale"].map(String::from).to_vec();
+    }
+    o
+}
+
+/// Quantile `q` of `samples` (sorted in place), nearest rank.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort();
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let o = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!(
+        "machine: {} cores, {} MiB; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        support_memory_mib(),
+        std::process::Command::new("date")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    );
+    for part in &o.parts {
+        match part.as_str() {
+            "overhead" => runtime.block_on(overhead::run(&o)),
+            "detection" => runtime.block_on(detection::run(&o)),
+            "scale" => runtime.block_on(scale::run(&o)),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn support_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
