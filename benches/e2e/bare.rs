@@ -30,11 +30,10 @@ pub async fn kafka(
         .set("linger.ms", "0")
         .create()
         .unwrap();
-    // Creates the topic (auto-creation) and waits for it.
-    producer
-        .send(FutureRecord::<(), _>::to(topic).payload(&b"warm-up"[..]), Duration::from_secs(5))
-        .await
-        .ok();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    admin.create_topics([&new], &AdminOptions::new()).await.unwrap();
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "crossprobe-bench-bare")
