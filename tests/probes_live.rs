@@ -52,6 +52,33 @@ async fn until_ok(
     }
 }
 
+/// The local matrix, probing, once every cell has reported ok.
+async fn healthy_matrix() -> (ValidatedConfig, Probing) {
+    let (toml, _) = local_matrix(brokers(), &FAST);
+    let config = parse(&toml);
+    let mut p = Probing::start(&config, false, None).await.unwrap();
+    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+    (config, p)
+}
+
+/// Every zone-b cell's outcomes satisfy `failed` (described by `what`); every other cell's are ok.
+fn only_zone_b(
+    config: &ValidatedConfig,
+    seen: &BTreeMap<String, Vec<Outcome>>,
+    what: &str,
+    failed: impl Fn(&Outcome) -> bool,
+) {
+    for cell in config.matrix.cells() {
+        let id = cell.id.to_string();
+        let outcomes = seen.get(&id).unwrap_or_else(|| panic!("{id}: no outcome: {seen:?}"));
+        if in_zone("b")(&id) {
+            assert!(outcomes.iter().all(&failed), "{id}: expected {what}, saw {outcomes:?}");
+        } else {
+            assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{id}: expected ok, saw {outcomes:?}");
+        }
+    }
+}
+
 fn in_zone(zone: &'static str) -> impl Fn(&str) -> bool {
     move |id: &str| id.split('/').next().is_some_and(|t| t.ends_with(&format!("-{zone}")))
 }
@@ -76,32 +103,14 @@ async fn every_local_cell_is_ok_with_positive_latencies() {
 async fn a_paused_zone_fails_within_the_timeout_and_recovers_after_heal() {
     let _x = exclusive().await;
     let b = brokers();
-    let (toml, _) = local_matrix(b, &FAST);
-    let config = parse(&toml);
-    let mut p = Probing::start(&config, false, None).await.unwrap();
-    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+    let (config, mut p) = healthy_matrix().await;
 
     let Some(fault) = b.fault("b", "pause", None) else { return p.stop().await.unwrap() };
     let _ = collect(&mut p, &config, Duration::from_millis(600)).await; // probes started before the pause
     let seen = collect(&mut p, &config, Duration::from_secs(3)).await;
-    for cell in config.matrix.cells() {
-        let id = cell.id.to_string();
-        let outcomes = seen.get(&id).unwrap_or_else(|| panic!("{id}: no outcome in 3 s: {seen:?}"));
-        if in_zone("b")(&id) {
-            assert!(
-                outcomes.iter().all(|o| matches!(
-                    o,
-                    Outcome::Lost | Outcome::PublishFailed(_) | Outcome::ConnectFailed(_)
-                )),
-                "{id}: expected only failures while paused, saw {outcomes:?}"
-            );
-        } else {
-            assert!(
-                outcomes.iter().all(|o| *o == Outcome::Ok),
-                "{id}: expected ok in a healthy zone, saw {outcomes:?}"
-            );
-        }
-    }
+    only_zone_b(&config, &seen, "only failures while paused", |o| {
+        matches!(o, Outcome::Lost | Outcome::PublishFailed(_) | Outcome::ConnectFailed(_))
+    });
 
     // `once` under the same fault: never hangs, zone b fails, a and c are ok.
     let started = Instant::now();
@@ -127,26 +136,14 @@ async fn a_paused_zone_fails_within_the_timeout_and_recovers_after_heal() {
 async fn a_killed_zone_reports_connect_failed_and_recovers_after_restart() {
     let _x = exclusive().await;
     let b = brokers();
-    let (toml, _) = local_matrix(b, &FAST);
-    let config = parse(&toml);
-    let mut p = Probing::start(&config, false, None).await.unwrap();
-    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+    let (config, mut p) = healthy_matrix().await;
 
     let Some(fault) = b.fault("b", "kill", None) else { return p.stop().await.unwrap() };
     let _ = collect(&mut p, &config, Duration::from_secs(3)).await; // clients notice the refusal
     let seen = collect(&mut p, &config, Duration::from_secs(2)).await;
-    for cell in config.matrix.cells() {
-        let id = cell.id.to_string();
-        let outcomes = &seen[&id];
-        if in_zone("b")(&id) {
-            assert!(
-                outcomes.iter().all(|o| matches!(o, Outcome::ConnectFailed(_))),
-                "{id}: expected connect_failed with the broker killed, saw {outcomes:?}"
-            );
-        } else {
-            assert!(outcomes.iter().all(|o| *o == Outcome::Ok), "{id}: expected ok, saw {outcomes:?}");
-        }
-    }
+    only_zone_b(&config, &seen, "connect_failed with the broker killed", |o| {
+        matches!(o, Outcome::ConnectFailed(_))
+    });
     fault.heal();
     until_ok(&mut p, &config, in_zone("b"), Duration::from_secs(60)).await;
     p.stop().await.unwrap();
@@ -157,10 +154,7 @@ async fn a_killed_zone_reports_connect_failed_and_recovers_after_restart() {
 /// waits for recovery before returning.
 async fn outcomes_under_fault(kind: &str, arg: Option<&str>) -> Option<BTreeMap<String, Vec<Outcome>>> {
     let b = brokers();
-    let (toml, _) = local_matrix(b, &FAST);
-    let config = parse(&toml);
-    let mut p = Probing::start(&config, false, None).await.unwrap();
-    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+    let (config, mut p) = healthy_matrix().await;
     let Some(fault) = b.fault("b", kind, arg) else {
         p.stop().await.unwrap();
         return None;
@@ -211,10 +205,7 @@ async fn stray_messages_are_counted_as_duplicate_corrupt_and_foreign_never_ok() 
     use crossprobe_probes::payload::Header;
     let _x = exclusive().await;
     let b = brokers();
-    let (toml, _) = local_matrix(b, &FAST);
-    let config = parse(&toml);
-    let mut p = Probing::start(&config, false, None).await.unwrap();
-    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+    let (config, mut p) = healthy_matrix().await;
 
     let kafka_cell = config.matrix.cells().iter().position(|c| c.id.as_str() == "kafka-a/acme").unwrap();
     let amqp_cell = config.matrix.cells().iter().position(|c| c.id.as_str() == "rabbit-a/acme").unwrap();

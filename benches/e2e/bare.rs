@@ -16,6 +16,13 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// A message of `size` bytes that starts with its sequence number.
+fn numbered(seq: u64, size: usize) -> Vec<u8> {
+    let mut payload = vec![0u8; size.max(8)];
+    payload[..8].copy_from_slice(&seq.to_be_bytes());
+    payload
+}
+
 /// Round trips of a bare rdkafka loop for `period`, one message per `interval`.
 pub async fn kafka(
     bootstrap: &str,
@@ -52,8 +59,7 @@ pub async fn kafka(
     while Instant::now() < end {
         ticker.tick().await;
         seq += 1;
-        let mut payload = vec![0u8; size];
-        payload[..8].copy_from_slice(&seq.to_be_bytes());
+        let payload = numbered(seq, size);
         let start = Instant::now();
         let sent =
             producer.send(FutureRecord::<(), _>::to(topic).partition(0).payload(&payload), Duration::ZERO);
@@ -99,8 +105,7 @@ pub async fn amqp(
     while Instant::now() < end {
         ticker.tick().await;
         seq += 1;
-        let mut payload = vec![0u8; size];
-        payload[..8].copy_from_slice(&seq.to_be_bytes());
+        let payload = numbered(seq, size);
         let start = Instant::now();
         let confirm = ch
             .basic_publish(
