@@ -314,3 +314,30 @@ async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
         assert!(line.contains(expected), "{queue}: {expected} missing in {line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_protocol_faults_hit_only_that_protocol_of_the_zone() {
+    let _x = exclusive().await;
+    let failed =
+        |o: &Outcome| matches!(o, Outcome::Lost | Outcome::PublishFailed(_) | Outcome::ConnectFailed(_));
+    let refused = |o: &Outcome| matches!(o, Outcome::ConnectFailed(_));
+    let cases: [(&str, &str, &dyn Fn(&Outcome) -> bool); 4] = [
+        ("kafka-pause", "kafka-b/", &failed),
+        ("amqp-pause", "rabbit-b/", &failed),
+        ("kafka-kill", "kafka-b/", &refused),
+        ("amqp-kill", "rabbit-b/", &refused),
+    ];
+    for (kind, hit, expected) in cases {
+        let Some(seen) = outcomes_under_fault(kind, None).await else { return };
+        for (id, outcomes) in &seen {
+            if id.starts_with(hit) {
+                assert!(outcomes.iter().all(expected), "{kind}, {id}: expected failures, saw {outcomes:?}");
+            } else {
+                assert!(
+                    outcomes.iter().all(|o| *o == Outcome::Ok),
+                    "{kind}, {id}: expected ok, saw {outcomes:?}"
+                );
+            }
+        }
+    }
+}
