@@ -321,7 +321,8 @@ async fn single_protocol_faults_hit_only_that_protocol_of_the_zone() {
     let failed =
         |o: &Outcome| matches!(o, Outcome::Lost | Outcome::PublishFailed(_) | Outcome::ConnectFailed(_));
     let refused = |o: &Outcome| matches!(o, Outcome::ConnectFailed(_));
-    let cases: [(&str, &str, &dyn Fn(&Outcome) -> bool); 4] = [
+    type Expected<'a> = &'a dyn Fn(&Outcome) -> bool;
+    let cases: [(&str, &str, Expected); 4] = [
         ("kafka-pause", "kafka-b/", &failed),
         ("amqp-pause", "rabbit-b/", &failed),
         ("kafka-kill", "kafka-b/", &refused),
