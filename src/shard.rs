@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn parses_i_of_n_and_refuses_the_rest() {
-        let cases: [(&str, Result<(u64, u64), ShardError>); 11] = [
+        type Parsed = Result<(u64, u64), ShardError>;
+        let cases: [(&str, Parsed); 11] = [
             ("0/1", Ok((0, 1))),
             ("2/3", Ok((2, 3))),
             ("15/16", Ok((15, 16))),
