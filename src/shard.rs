@@ -47,10 +47,12 @@ impl Shard {
     /// The whole matrix: what a daemon without `--shard` probes.
     pub const ALL: Shard = Shard { index: 0, count: 1 };
 
+    /// I: which part of the matrix this replica probes, from 0.
     pub fn index(&self) -> u64 {
         self.index
     }
 
+    /// N: how many replicas share the matrix.
     pub fn count(&self) -> u64 {
         self.count
     }
