@@ -192,7 +192,8 @@ impl Daemon {
             None => None,
         };
         let longest_timeout = config.targets.iter().map(|t| t.probe.timeout).max().unwrap_or_default();
-        let metrics = Metrics::new(prometheus::Registry::new(), &config.matrix, longest_timeout)?;
+        let registry = crate::metrics::registry(config.daemon.vantage.as_deref())?;
+        let metrics = Metrics::new(registry, &config.matrix, longest_timeout)?;
         let gauges =
             WorkerGauges { lag: metrics.scheduler_lag.clone(), in_flight: metrics.in_flight.clone() };
         let correlator = Correlator::new(&config.matrix, &config.correlator)?;
@@ -206,6 +207,7 @@ impl Daemon {
         info!(
             listen = %addr,
             instance = %config.daemon.instance,
+            vantage = %config.daemon.vantage.as_deref().unwrap_or("none"),
             cells = config.matrix.len(),
             targets = config.targets.len(),
             tenants = config.tenants.len(),

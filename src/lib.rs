@@ -9,6 +9,7 @@
 //!   evidence; also `replay` and `localize`, the same scoring run offline.
 //! - [`report`]: the tables the CLI prints.
 //! - [`reports`]: the task that owns the correlator: metrics, verdicts, readiness, records.
+//! - [`shard`]: `--shard I/N`, one replica's deterministic part of a large matrix.
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
 //! - [`daemon`]: the long-running process and `once`: workers, report handling, orderly stop.
 //! - [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`.
@@ -26,4 +27,5 @@ pub mod report;
 pub mod reports;
 pub mod scheduler;
 pub mod server;
+pub mod shard;
 pub mod shutdown;

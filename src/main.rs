@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crossprobe::config::ValidatedConfig;
 use crossprobe::daemon::RunOptions;
+use crossprobe::shard::Shard;
 
 const EXIT_USAGE: u8 = 64;
 
@@ -27,11 +28,15 @@ enum Command {
     Check {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        #[command(flatten)]
+        shard: ShardArg,
     },
     /// Run one probe in every cell and print the outcomes; exit 0 only if all are ok.
     Once {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        #[command(flatten)]
+        shard: ShardArg,
     },
     /// Run the daemon until SIGINT or SIGTERM.
     Run {
@@ -40,6 +45,8 @@ enum Command {
         /// Also write every probe outcome to FILE as JSON lines, the input format of `replay`.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        #[command(flatten)]
+        shard: ShardArg,
     },
     /// Feed recorded outcomes (JSON lines) through the correlator and print each verdict change.
     Replay {
@@ -57,6 +64,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+}
+
+/// `--shard I/N`, shared by `check`, `once` and `run`.
+#[derive(Clone, Copy, clap::Args)]
+struct ShardArg {
+    /// Probe only shard I of N (0 <= I < N): the cells whose key is I modulo N, so N replicas
+    /// with the same config probe every cell exactly once.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -77,19 +93,20 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { config } => match load(&config) {
+        Command::Check { config, shard } => match load_shard(&config, shard) {
             Ok(config) => {
                 print!("{}", crossprobe::report::matrix_table(&config));
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
-        Command::Once { config } => {
-            let config = match load(&config) {
+        Command::Once { config, shard } => {
+            let config = match load_shard(&config, shard) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             crossprobe::daemon::init_logging(config.daemon.log_format);
+            log_shard(shard, &config);
             match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once(&config))?)) {
                 Ok(results) => {
                     print!("{}", crossprobe::report::once_table(&config, &results));
@@ -103,12 +120,13 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Run { config, record } => {
-            let config = match load(&config) {
+        Command::Run { config, record, shard } => {
+            let config = match load_shard(&config, shard) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             crossprobe::daemon::init_logging(config.daemon.log_format);
+            log_shard(shard, &config);
             match runtime()
                 .and_then(|rt| Ok(rt.block_on(crossprobe::daemon::run(config, RunOptions { record }))?))
             {
@@ -168,6 +186,23 @@ fn load(path: &std::path::Path) -> Result<ValidatedConfig, ExitCode> {
         eprintln!("{e}");
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// Loads a configuration and keeps only `shard.shard`'s cells; a shard without cells is a usage
+/// error, like a bad configuration.
+fn load_shard(path: &std::path::Path, shard: ShardArg) -> Result<ValidatedConfig, ExitCode> {
+    let config = load(path)?;
+    let Some(shard) = shard.shard else { return Ok(config) };
+    config.shard(shard).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn log_shard(shard: ShardArg, config: &ValidatedConfig) {
+    if let Some(shard) = shard.shard {
+        tracing::info!(shard = %shard, cells = config.matrix.len(), "probing one shard of the matrix");
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -105,6 +105,13 @@ impl Matrix {
         Matrix { dimensions, cells }
     }
 
+    /// The cells `keep` accepts, in the same order, with the same dimensions: how `--shard` and
+    /// similar selections narrow a matrix after validation.
+    pub fn filtered(&self, keep: impl Fn(&Cell) -> bool) -> Matrix {
+        let cells = self.cells.iter().filter(|c| keep(c)).cloned().collect();
+        Matrix { dimensions: self.dimensions.clone(), cells }
+    }
+
     pub fn dimensions(&self) -> &[String] {
         &self.dimensions
     }

@@ -4,7 +4,8 @@
 //! Cell series carry the matrix's dimensions as labels and are all created at start-up, so a
 //! cell that never failed shows zeros, not absence. Latency histograms use buckets derived from
 //! the longest probe timeout; exact windowed quantiles come from an HDR histogram per cell,
-//! refreshed at each scrape. Error kinds are a bounded enum, created on first use.
+//! refreshed at each scrape. Error kinds are a bounded enum, created on first use. A daemon
+//! with a vantage labels every series with it ([`registry`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -61,6 +62,14 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub scheduler_lag: Histogram,
     pub reconnects: IntCounterVec,
+}
+
+/// The registry every metric of one daemon goes on. With a vantage (`[daemon] vantage`), every
+/// series it renders carries the constant label `vantage="<value>"`: daemons probing from
+/// several zones then export distinguishable series, and Prometheus compares them.
+pub fn registry(vantage: Option<&str>) -> prometheus::Result<Registry> {
+    let labels = vantage.map(|v| std::collections::HashMap::from([("vantage".to_owned(), v.to_owned())]));
+    Registry::new_custom(None, labels)
 }
 
 /// Histogram buckets for latencies up to `timeout`: doubling from 0.5 ms, ending at the timeout.

@@ -115,3 +115,86 @@ fn a_missing_file_is_a_config_error() {
         "unexpected message: {stderr}"
     );
 }
+
+/// Cell ids of the rows `check` printed (the first column of rows that hold a `/`).
+fn cell_rows(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|id| id.contains('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// 64-bit FNV-1a, written out again here so the test does not trust the code it checks.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[test]
+fn check_with_a_shard_prints_only_its_cells() {
+    let config = "config/examples/production.toml";
+    let out = crossprobe(&["check", "--config", config]);
+    assert!(out.status.success(), "check failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut all = cell_rows(&String::from_utf8_lossy(&out.stdout));
+    assert!(all.len() >= 12, "expected the whole production matrix, saw {all:?}");
+    let mut union = Vec::new();
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let out = crossprobe(&["check", "--config", config, "--shard", &shard]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "check --shard {shard}: {}", String::from_utf8_lossy(&out.stderr));
+        let cells = cell_rows(&stdout);
+        assert!(!cells.is_empty(), "shard {shard} printed no cells:\n{stdout}");
+        for id in &cells {
+            assert_eq!(fnv1a(id) % 3, i, "shard {shard} printed cell {id}, which belongs to another shard");
+        }
+        let summary = stdout.lines().last().unwrap_or_default();
+        assert!(
+            summary.starts_with(&format!("{} cells;", cells.len())),
+            "the summary should count the shard's cells only: {summary}"
+        );
+        union.extend(cells);
+    }
+    all.sort();
+    union.sort();
+    assert_eq!(union, all, "the three shards together must be the whole matrix, each cell once");
+}
+
+#[test]
+fn bad_shards_exit_64_with_a_clear_message() {
+    let cases = [
+        (vec!["check", "--shard", "3/3"], "shard index 3 is out of range: with 3 shards it must be 0 to 2"),
+        (vec!["check", "--shard", "0/0"], "the number of shards must be at least 1, not 0"),
+        (vec!["check", "--shard", "one/3"], "\"one/3\" is not I/N"),
+        (vec!["once", "--shard", "1-3"], "\"1-3\" is not I/N"),
+        (vec!["run", "--shard", "5/2"], "shard index 5 is out of range"),
+    ];
+    for (args, expected) in cases {
+        let mut args = args;
+        args.extend(["--config", "config/examples/local.toml"]);
+        let out = crossprobe(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: expected exit 64, stderr: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout, saw {:?}", out.stdout);
+    }
+}
+
+#[test]
+fn a_shard_without_cells_exits_64() {
+    // 12 cells over 64 shards leave most shards empty; find one the way the daemon splits.
+    let out = crossprobe(&["check", "--config", "config/examples/local.toml"]);
+    let cells = cell_rows(&String::from_utf8_lossy(&out.stdout));
+    let empty = (0..64).find(|i| cells.iter().all(|id| fnv1a(id) % 64 != *i)).unwrap();
+    let shard = format!("{empty}/64");
+    let out = crossprobe(&["check", "--config", "config/examples/local.toml", "--shard", &shard]);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        format!(
+            "config/examples/local.toml: shard {shard} has none of the matrix's 12 cells; use fewer shards\n"
+        )
+    );
+}

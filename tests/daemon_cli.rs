@@ -1,5 +1,8 @@
 //! `crossprobe run` as a process: it loads the config, logs the matrix, and stops cleanly on
-//! SIGTERM and SIGINT with exit code 0; a bad config exits 64 before anything starts.
+//! SIGTERM and SIGINT with exit code 0; a bad config exits 64 before anything starts; a vantage
+//! labels every series on /metrics and `--shard` narrows the matrix.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -136,4 +139,109 @@ fn run_with_a_bad_config_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 problems found"));
+}
+
+/// A matrix on 127.0.0.1:1, where nothing listens: no broker is touched, every cell reports
+/// connect_failed and the daemon runs on.
+const VANTAGE_CONFIG: &str = r#"
+[daemon]
+listen = "127.0.0.1:0"
+instance = "vantage-test"
+vantage = "zone-a"
+
+[[targets]]
+name = "kafka-a"
+protocol = "kafka"
+az = "a"
+addresses = ["127.0.0.1:1"]
+
+[[targets]]
+name = "kafka-b"
+protocol = "kafka"
+az = "b"
+addresses = ["127.0.0.1:1"]
+
+[[targets]]
+name = "rabbit-a"
+protocol = "amqp"
+az = "a"
+addresses = ["127.0.0.1:1"]
+
+[[tenants]]
+name = "acme"
+kafka = { topic = "probe-acme" }
+amqp = { vhost = "acme", user = "acme", password_env = "CROSSPROBE_TEST_UNUSED_PASSWORD" }
+
+[[tenants]]
+name = "globex"
+kafka = { topic = "probe-globex" }
+amqp = { vhost = "globex", user = "globex", password_env = "CROSSPROBE_TEST_UNUSED_PASSWORD" }
+"#;
+
+#[test]
+fn run_with_a_vantage_and_a_shard_labels_and_narrows_what_it_exports() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-vantage-{}", support::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("vantage.toml");
+    std::fs::write(&config, VANTAGE_CONFIG).unwrap();
+    let config = config.to_str().unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(["check", "--config", config, "--shard", "1/2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "check --shard 1/2: {}", String::from_utf8_lossy(&check.stderr));
+    let shard_cells: Vec<&str> =
+        stdout.lines().filter_map(|l| l.split_whitespace().next()).filter(|c| c.contains('/')).collect();
+    assert!(!shard_cells.is_empty() && shard_cells.len() < 6, "shard 1/2 of 6 cells: {stdout}");
+
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args(["run", "--config", config, "--shard", "1/2"])
+            .env("RUST_LOG", "info")
+            .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("crossprobe starts"),
+    );
+    let stderr = daemon.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started =
+        rx.iter().find(|l| l.contains("crossprobe started")).expect("a start-up line before the log ended");
+    assert!(started.contains("vantage=zone-a"), "the start-up line should name the vantage: {started}");
+    assert!(
+        started.contains(&format!("cells={}", shard_cells.len())),
+        "the daemon should probe the {} cells of shard 1/2: {started}",
+        shard_cells.len()
+    );
+    let addr: std::net::SocketAddr = started
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in {started}"));
+
+    let (status, metrics) = support::http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "GET /metrics: {metrics}");
+    let samples: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    let unlabelled: Vec<&&str> = samples.iter().filter(|l| !l.contains("vantage=\"zone-a\"")).collect();
+    assert!(!samples.is_empty() && unlabelled.is_empty(), "series without the vantage: {unlabelled:?}");
+    let states = samples.iter().filter(|l| l.starts_with("crossprobe_cell_state{")).count();
+    assert_eq!(states, shard_cells.len(), "one cell_state series per cell of the shard:\n{metrics}");
+    for cell in &shard_cells {
+        let (target, tenant) = cell.split_once('/').unwrap();
+        let series = format!("broker=\"{target}\",protocol=");
+        assert!(
+            samples.iter().any(|l| l.starts_with("crossprobe_cell_state{")
+                && l.contains(&series)
+                && l.contains(&format!("tenant=\"{tenant}\""))),
+            "no cell_state series for {cell}:\n{metrics}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

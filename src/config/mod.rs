@@ -20,6 +20,7 @@ pub use crossprobe_probes::Protocol;
 pub use error::{ConfigError, Problem};
 
 use crate::matrix::Matrix;
+use crate::shard::{Shard, ShardError};
 
 /// A configuration that passed every check, with its matrix expanded.
 #[derive(Debug, Clone)]
@@ -44,6 +45,18 @@ impl ValidatedConfig {
         validate::validate(source)
             .map_err(|problems| ConfigError::Invalid { file: path.to_owned(), problems })
     }
+
+    /// Keeps only the cells of `shard` (`--shard I/N`), after validation, so every replica
+    /// validates the whole file the same way. A shard without cells is refused: a replica that
+    /// probes nothing is a mistake in N, not a deployment.
+    pub fn shard(mut self, shard: Shard) -> Result<Self, ShardError> {
+        let cells = self.matrix.len();
+        self.matrix = self.matrix.filtered(|c| shard.owns(c));
+        if self.matrix.is_empty() {
+            return Err(ShardError::Empty { shard, cells });
+        }
+        Ok(self)
+    }
 }
 
 /// `[daemon]`: settings of the process itself.
@@ -54,6 +67,10 @@ pub struct Daemon {
     /// Names this daemon in logs and payloads; distinct per replica.
     pub instance: String,
     pub log_format: LogFormat,
+    /// Where this daemon probes from (usually its own zone). When set, every exported series
+    /// carries `vantage="<value>"`, so Prometheus can compare what daemons in different zones
+    /// see (`deploy/prometheus/crossprobe-vantage-rules.yml`).
+    pub vantage: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,6 +36,7 @@ pub struct RawDaemon {
     pub listen: Option<Str>,
     pub instance: Option<Str>,
     pub log_format: Option<Str>,
+    pub vantage: Option<Str>,
 }
 
 /// Probe settings: the defaults under `[probe]`, and the per-target overrides.

@@ -67,7 +67,11 @@ fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
             LogFormat::Text
         }
     };
-    Daemon { listen, instance, log_format }
+    let vantage = raw.vantage.as_ref().map(|s| {
+        values::name(p, "daemon.vantage", s);
+        s.get_ref().clone()
+    });
+    Daemon { listen, instance, log_format, vantage }
 }
 
 /// The host name, so replicas on different hosts differ without configuration.

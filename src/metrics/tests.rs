@@ -7,11 +7,15 @@ use super::*;
 use crate::config::ValidatedConfig;
 
 fn metrics() -> Metrics {
+    metrics_from(Registry::new())
+}
+
+fn metrics_from(registry: Registry) -> Metrics {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
             .unwrap();
     let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
-    Metrics::new(Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap()
+    Metrics::new(registry, &config.matrix, Duration::from_millis(500)).unwrap()
 }
 
 fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
@@ -95,6 +99,30 @@ fn scope_series_appear_and_disappear_with_the_verdict() {
     m.set_verdict(0, false, vec![]);
     let text = m.render();
     assert!(!text.contains("crossprobe_scope_down{"), "a cleared scope must be removed:\n{text}");
+}
+
+/// Sample lines (not comments) of a rendered registry.
+fn samples(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect()
+}
+
+#[test]
+fn a_vantage_labels_every_series_and_none_labels_none() {
+    let with = metrics_from(registry(Some("zone-a")).unwrap());
+    with.set_verdict(2, false, vec![vec!["b".into(), "*".into(), "*".into(), "*".into()]]);
+    let text = with.render();
+    let all = samples(&text);
+    assert!(all.len() > 100, "expected every cell series, saw {} samples", all.len());
+    let unlabelled: Vec<&&str> = all.iter().filter(|l| !l.contains("vantage=\"zone-a\"")).collect();
+    assert!(unlabelled.is_empty(), "series without vantage=\"zone-a\": {unlabelled:?}");
+    assert!(text.contains("crossprobe_verdict{vantage=\"zone-a\"} 2"), "{text}");
+    assert!(
+        text.contains(&format!("{} -1", series("crossprobe_cell_state", &CELL0, &[("vantage", "zone-a")])))
+    );
+
+    let without = metrics_from(registry(None).unwrap()).render();
+    assert!(!without.contains("vantage"), "no vantage configured, yet one is exported:\n{without}");
+    assert!(without.contains("crossprobe_verdict 0"));
 }
 
 #[test]

@@ -1,0 +1,267 @@
+//! The deployment files under `deploy/`, checked without a network, a cluster or a Docker
+//! engine: every YAML file (every document of it) and every JSON file parses; the Grafana
+//! dashboard queries only metrics the daemon exports (the README's metrics table, itself checked
+//! against the registry) or recording rules defines; the Dockerfile and the systemd unit keep
+//! their contract. The Kubernetes manifests are checked in `deploy_files/kubernetes.rs`.
+
+#[path = "deploy_files/kubernetes.rs"]
+mod kubernetes;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Files under `dir` whose names end in one of `suffixes`, sorted.
+fn files(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path, suffixes));
+        } else if suffixes.iter().any(|s| path.to_string_lossy().ends_with(s)) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every document of a YAML file; a parse error names the file, line and column.
+fn yaml_docs(path: &Path) -> Result<Vec<Yaml>, String> {
+    YamlLoader::load_from_str(&read(path)).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_yaml_file_parses_every_document() {
+    let all = files(&root().join("deploy"), &[".yml", ".yaml"]);
+    assert!(all.len() >= 13, "expected the Prometheus, Alertmanager and Kubernetes files, found {all:?}");
+    let mut problems = Vec::new();
+    for path in &all {
+        match yaml_docs(path) {
+            Ok(docs) if docs.is_empty() => problems.push(format!("{}: no document", path.display())),
+            Ok(docs) => {
+                for (i, doc) in docs.iter().enumerate() {
+                    if !doc.is_hash() {
+                        problems.push(format!("{} document {i}: not a mapping: {doc:?}", path.display()));
+                    }
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Multi-document files are read whole: the three Deployments are three documents.
+    let deployments = yaml_docs(&root().join("deploy/kubernetes/deployments.yaml")).unwrap();
+    assert_eq!(deployments.len(), 3, "deployments.yaml should hold one Deployment per zone");
+}
+
+#[test]
+fn every_json_file_parses() {
+    let all = files(&root().join("deploy"), &[".json"]);
+    assert!(!all.is_empty(), "expected at least the Grafana dashboard");
+    for path in all {
+        if let Err(e) = serde_json::from_str::<Value>(&read(&path)) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+}
+
+/// The metric names in the README's metrics table (parsed as `src/metrics/tests.rs` does).
+fn exported_metrics() -> BTreeSet<String> {
+    let readme = read(&root().join("README.md"));
+    let section = readme.split("## Metrics").nth(1).expect("README has a Metrics section");
+    section
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| {
+            let name = l.split('|').map(str::trim).nth(1)?;
+            Some(name.strip_prefix('`')?.strip_suffix('`')?.to_owned())
+        })
+        .collect()
+}
+
+/// Names of the recording rules in deploy/prometheus/.
+fn recording_rules() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for path in files(&root().join("deploy/prometheus"), &["-rules.yml"]) {
+        for doc in yaml_docs(&path).unwrap() {
+            for group in doc["groups"].as_vec().into_iter().flatten() {
+                for rule in group["rules"].as_vec().into_iter().flatten() {
+                    out.extend(rule["record"].as_str().map(str::to_owned));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The crossprobe series an expression names: `crossprobe_...` metrics with histogram suffixes
+/// stripped, and `crossprobe:...` recording rules. Label values (`job="crossprobe"`) are not
+/// names: a name continues with `_` or `:` right after `crossprobe`.
+fn names_in(expr: &str) -> Vec<String> {
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("crossprobe") {
+        let before = rest[..at].chars().next_back();
+        let len = rest[at..].find(|c: char| !is_name_char(c)).unwrap_or(rest.len() - at);
+        let name = &rest[at..at + len];
+        let follows = name.as_bytes().get("crossprobe".len());
+        if !before.is_some_and(is_name_char) && matches!(follows, Some(b'_' | b':')) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|_| !name.contains(':')))
+                .unwrap_or(name);
+            out.push(base.to_owned());
+        }
+        rest = &rest[at + len.max(1)..];
+    }
+    out
+}
+
+/// The names in `exprs` that neither the daemon exports nor a recording rule defines.
+fn unknown_names<'a>(exprs: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let known: BTreeSet<String> = exported_metrics().into_iter().chain(recording_rules()).collect();
+    exprs.into_iter().flat_map(names_in).filter(|n| !known.contains(n)).collect()
+}
+
+/// Every query string of a dashboard: panel targets' `expr`, template variables' `query` and
+/// `definition`, wherever they nest.
+fn queries(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query" | "definition", Value::String(s)) => out.push(s.clone()),
+                    _ => queries(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| queries(v, out)),
+        _ => {}
+    }
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(&read(&root().join("deploy/grafana/crossprobe.json"))).unwrap()
+}
+
+#[test]
+fn names_are_found_and_misspellings_caught() {
+    assert_eq!(
+        names_in(
+            r#"histogram_quantile(0.99, sum by (le) (rate(crossprobe_roundtrip_seconds_bucket{job="crossprobe"}[5m])))"#
+        ),
+        ["crossprobe_roundtrip_seconds"]
+    );
+    assert_eq!(
+        names_in("crossprobe:probe_success:ratio_rate5m / xcrossprobe_y"),
+        ["crossprobe:probe_success:ratio_rate5m"]
+    );
+    assert!(unknown_names(["sum(crossprobe_verdict)", "crossprobe:zone_down:vantages"]).is_empty());
+    assert_eq!(
+        unknown_names(["rate(crossprobe_probes_totl[5m])", "crossprobe:nope"]),
+        BTreeSet::from(["crossprobe:nope".to_owned(), "crossprobe_probes_totl".to_owned()])
+    );
+}
+
+#[test]
+fn dashboard_queries_only_exported_metrics_and_recording_rules() {
+    let mut exprs = Vec::new();
+    queries(&dashboard(), &mut exprs);
+    assert!(exprs.len() >= 20, "expected the dashboard's queries, found {exprs:?}");
+    let unknown = unknown_names(exprs.iter().map(String::as_str));
+    assert!(unknown.is_empty(), "the dashboard queries series nobody exports: {unknown:?}");
+    let used: BTreeSet<String> = exprs.iter().flat_map(|e| names_in(e)).collect();
+    for required in [
+        "crossprobe_verdict",
+        "crossprobe_outage_confirmed",
+        "crossprobe_scope_down",
+        "crossprobe_cell_state",
+        "crossprobe_roundtrip_seconds",
+        "crossprobe_roundtrip_window_seconds",
+        "crossprobe_probes_total",
+        "crossprobe_probe_errors_total",
+    ] {
+        assert!(used.contains(required), "the dashboard should show {required}; it uses {used:?}");
+    }
+}
+
+#[test]
+fn dashboard_maps_verdicts_and_filters_by_dimension() {
+    let d = dashboard();
+    let panels = d["panels"].as_array().unwrap();
+    let verdict = panels.iter().find(|p| p["title"] == "Verdict timeline").expect("a verdict timeline");
+    let mapping = &verdict["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    for (value, text) in [("0", "ok"), ("1", "suspect"), ("2", "partial"), ("3", "outage")] {
+        assert_eq!(mapping[value]["text"], text, "verdict {value} should read {text}: {mapping}");
+    }
+    let variables = d["templating"]["list"].as_array().unwrap();
+    for name in ["az", "tenant", "protocol"] {
+        let v = variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name}"));
+        let query = v["definition"].as_str().unwrap_or_default();
+        assert!(query.starts_with("label_values(crossprobe_") && query.ends_with(&format!(", {name})")));
+    }
+    assert!(variables.iter().any(|v| v["type"] == "datasource"), "queries need a datasource variable");
+}
+
+#[test]
+fn dockerfile_builds_in_two_stages_and_runs_as_non_root() {
+    let docker = read(&root().join("deploy/Dockerfile"));
+    let instructions: Vec<&str> =
+        docker.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert_eq!(instructions.iter().filter(|l| l.starts_with("FROM ")).count(), 2, "builder + runtime");
+    for line in [
+        r#"ENTRYPOINT ["crossprobe"]"#,
+        r#"CMD ["run", "--config", "/etc/crossprobe/crossprobe.toml"]"#,
+        "EXPOSE 9464",
+        "USER 10001:10001",
+    ] {
+        assert!(instructions.contains(&line), "Dockerfile lacks `{line}`");
+    }
+    assert!(!instructions.iter().any(|l| l.starts_with("HEALTHCHECK")), "probes are the orchestrator's");
+    assert!(docker.contains("NOT BUILT"), "the header must say the image was never built here");
+    let ignore = read(&root().join(".dockerignore"));
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), ".dockerignore must exclude target/");
+}
+
+#[test]
+fn systemd_unit_runs_the_daemon_sandboxed() {
+    let unit = read(&root().join("deploy/systemd/crossprobe.service"));
+    let settings: BTreeSet<&str> =
+        unit.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with(['#', '['])).collect();
+    for line in [
+        "Type=exec",
+        "ExecStart=/usr/local/bin/crossprobe run --config /etc/crossprobe/crossprobe.toml",
+        "EnvironmentFile=-/etc/crossprobe/secrets.env",
+        "Restart=on-failure",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "MemoryDenyWriteExecute=yes",
+        "LockPersonality=yes",
+        "RestrictRealtime=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+    ] {
+        assert!(settings.contains(line), "crossprobe.service lacks `{line}`");
+    }
+    // The daemon has no SIGHUP handler yet: a reload would kill it.
+    assert!(!settings.iter().any(|l| l.starts_with("ExecReload")), "no ExecReload until hot reload exists");
+}

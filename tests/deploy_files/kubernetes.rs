@@ -1,0 +1,177 @@
+//! The Kubernetes manifests' contract: one Deployment per zone, pinned to it by node affinity,
+//! probed on `/readyz` and `/healthz`, running the ConfigMap's file for that zone, whose
+//! `vantage` is that zone and which validates; passwords from the Secret; non-root with a
+//! read-only root file system; Service, PodMonitor and PodDisruptionBudget selecting the pods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crossprobe::config::{Secret, ValidatedConfig};
+use yaml_rust2::Yaml;
+
+use super::{root, yaml_docs};
+
+/// Every document of every manifest, by kind.
+fn manifests() -> BTreeMap<String, Vec<Yaml>> {
+    let mut out: BTreeMap<String, Vec<Yaml>> = BTreeMap::new();
+    for path in super::files(&root().join("deploy/kubernetes"), &[".yaml"]) {
+        for doc in yaml_docs(&path).unwrap() {
+            let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", path.display()));
+            out.entry(kind.to_owned()).or_default().push(doc);
+        }
+    }
+    out
+}
+
+fn one<'a>(all: &'a BTreeMap<String, Vec<Yaml>>, kind: &str) -> &'a Yaml {
+    match all.get(kind).map(Vec::as_slice) {
+        Some([doc]) => doc,
+        other => panic!("expected one {kind}, found {}", other.map_or(0, <[Yaml]>::len)),
+    }
+}
+
+fn str_of<'a>(y: &'a Yaml, what: &str) -> &'a str {
+    y.as_str().unwrap_or_else(|| panic!("{what}: expected a string, found {y:?}"))
+}
+
+/// A label selector's `matchLabels`, or a pod's labels.
+fn labels(y: &Yaml) -> BTreeMap<String, String> {
+    let hash = y.as_hash().unwrap_or_else(|| panic!("expected labels, found {y:?}"));
+    hash.iter()
+        .map(|(k, v)| (str_of(k, "label key").to_owned(), str_of(v, "label value").to_owned()))
+        .collect()
+}
+
+fn selects(selector: &BTreeMap<String, String>, pod: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| pod.get(k) == Some(v))
+}
+
+/// The configuration file a Deployment mounts, from the ConfigMap.
+fn mounted_config(all: &BTreeMap<String, Vec<Yaml>>, spec: &Yaml) -> (String, String) {
+    let volume = &spec["volumes"][0]["configMap"];
+    let configmap = one(all, "ConfigMap");
+    assert_eq!(volume["name"], configmap["metadata"]["name"], "the Deployment mounts another ConfigMap");
+    assert_eq!(str_of(&volume["items"][0]["path"], "mounted path"), "crossprobe.toml");
+    let key = str_of(&volume["items"][0]["key"], "ConfigMap key").to_owned();
+    let text = str_of(&configmap["data"][key.as_str()], &format!("ConfigMap data {key}")).to_owned();
+    (key, text)
+}
+
+#[test]
+fn each_zone_has_a_deployment_pinned_to_it_and_probed_on_health_paths() {
+    let all = manifests();
+    let deployments = &all["Deployment"];
+    let secret = one(&all, "Secret");
+    let secret_keys: BTreeSet<String> = labels(&secret["stringData"]).into_keys().collect();
+    let mut zones = BTreeSet::new();
+    for d in deployments {
+        let name = str_of(&d["metadata"]["name"], "Deployment name");
+        let pod = &d["spec"]["template"];
+        let spec = &pod["spec"];
+        assert!(
+            selects(&labels(&d["spec"]["selector"]["matchLabels"]), &labels(&pod["metadata"]["labels"])),
+            "{name}: its selector must match its pods"
+        );
+        let term = &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"][0];
+        assert_eq!(str_of(&term["key"], name), "topology.kubernetes.io/zone", "{name}: zone affinity");
+        assert_eq!(str_of(&term["operator"], name), "In", "{name}: zone affinity operator");
+        let zone = str_of(&term["values"][0], name);
+        assert_eq!(term["values"].as_vec().map(Vec::len), Some(1), "{name}: exactly one zone");
+        assert!(zones.insert(zone.to_owned()), "{name}: zone {zone} has two Deployments");
+
+        let c = &spec["containers"][0];
+        let port = &c["ports"][0];
+        assert_eq!((str_of(&port["name"], name), port["containerPort"].as_i64()), ("metrics", Some(9464)));
+        for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+            let get = &c[probe]["httpGet"];
+            assert_eq!(get["path"].as_str(), Some(path), "{name}: {probe} path");
+            assert_eq!(get["port"].as_str(), Some("metrics"), "{name}: {probe} port");
+        }
+        assert_eq!(spec["securityContext"]["runAsNonRoot"].as_bool(), Some(true), "{name}: runAsNonRoot");
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{name}: read-only root");
+        assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false), "{name}: no escalation");
+        assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"), "{name}: drop ALL caps");
+        assert!(
+            c["resources"]["requests"].is_hash() && c["resources"]["limits"].is_hash(),
+            "{name}: resources"
+        );
+
+        let (key, text) = mounted_config(&all, spec);
+        let config = ValidatedConfig::parse(&text, Path::new(&key))
+            .unwrap_or_else(|e| panic!("{name}: {key} does not validate:\n{e}"));
+        assert_eq!(config.daemon.vantage.as_deref(), Some(zone), "{name}: {key} must probe from its zone");
+        assert_eq!(config.daemon.listen.port(), 9464, "{name}: {key} must listen on the metrics port");
+        assert!(config.daemon.listen.ip().is_unspecified(), "{name}: {key} must listen on all interfaces");
+
+        let env: BTreeMap<&str, &Yaml> = c["env"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .map(|e| (str_of(&e["name"], "env name"), &e["valueFrom"]["secretKeyRef"]))
+            .collect();
+        let needed = config.tenants.iter().flat_map(|t| {
+            let kafka = t.kafka.as_ref().and_then(|k| k.credentials.as_ref()).map(|c| &c.password);
+            kafka.into_iter().chain(t.amqp.as_ref().map(|a| &a.credentials.password))
+        });
+        for secret_source in needed {
+            let Secret::Env(var) = secret_source else { panic!("{name}: {key} should use password_env") };
+            let from = env.get(var.as_str()).unwrap_or_else(|| panic!("{name}: {var} is not set"));
+            assert_eq!(from["name"], secret["metadata"]["name"], "{name}: {var} from another Secret");
+            assert!(secret_keys.contains(str_of(&from["key"], var)), "{name}: the Secret has no {var}");
+        }
+    }
+    assert_eq!(zones.len(), 3, "expected one Deployment per zone a, b, c: {zones:?}");
+}
+
+#[test]
+fn the_zones_configs_differ_only_in_vantage() {
+    let all = manifests();
+    let configmap = one(&all, "ConfigMap");
+    let files = labels(&configmap["data"]);
+    assert_eq!(files.len(), 3, "one file per zone: {:?}", files.keys());
+    let without_vantage: BTreeSet<String> = files
+        .values()
+        .map(|text| text.lines().filter(|l| !l.starts_with("vantage =")).collect::<Vec<_>>().join("\n"))
+        .collect();
+    assert_eq!(without_vantage.len(), 1, "the zones' files must be the same matrix: {files:#?}");
+}
+
+#[test]
+fn service_podmonitor_and_budget_cover_every_pod() {
+    let all = manifests();
+    let pods: Vec<BTreeMap<String, String>> =
+        all["Deployment"].iter().map(|d| labels(&d["spec"]["template"]["metadata"]["labels"])).collect();
+    let service = one(&all, "Service");
+    let port = &service["spec"]["ports"][0];
+    assert_eq!((port["name"].as_str(), port["port"].as_i64()), (Some("metrics"), Some(9464)));
+    let monitor = one(&all, "PodMonitor");
+    assert_eq!(monitor["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"].as_str(), Some("metrics"));
+    let budget = one(&all, "PodDisruptionBudget");
+    for (what, selector) in [
+        ("Service", labels(&service["spec"]["selector"])),
+        ("PodMonitor", labels(&monitor["spec"]["selector"]["matchLabels"])),
+        ("PodDisruptionBudget", labels(&budget["spec"]["selector"]["matchLabels"])),
+    ] {
+        assert!(pods.iter().all(|p| selects(&selector, p)), "the {what} must select every zone's pods");
+    }
+    // The job label is the pods' name label: "crossprobe", as the Prometheus rules expect.
+    let job_label = str_of(&monitor["spec"]["jobLabel"], "jobLabel");
+    assert!(pods.iter().all(|p| p.get(job_label).map(String::as_str) == Some("crossprobe")));
+
+    // Everything but the Secret example is applied.
+    let listed: BTreeSet<&str> = one(&all, "Kustomization")["resources"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .map(|r| str_of(r, "resource"))
+        .collect();
+    let present: BTreeSet<String> = super::files(&root().join("deploy/kubernetes"), &[".yaml"])
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+        .filter(|f| f != "kustomization.yaml" && f != "secret.example.yaml")
+        .collect();
+    assert_eq!(listed, present.iter().map(String::as_str).collect(), "kustomization.yaml resources");
+}
