@@ -150,16 +150,20 @@ async fn a_killed_zone_reports_connect_failed_and_recovers_after_restart() {
 }
 
 /// Runs a matrix until every cell is ok, injects `kind` on zone b (with `arg`), and returns the
-/// outcomes per cell over the next 3 seconds (after a second for the fault to bite); heals and
+/// outcomes per cell over the next 3 seconds (after `settle` for the fault to bite); heals and
 /// waits for recovery before returning.
-async fn outcomes_under_fault(kind: &str, arg: Option<&str>) -> Option<BTreeMap<String, Vec<Outcome>>> {
+async fn outcomes_under_fault(
+    kind: &str,
+    arg: Option<&str>,
+    settle: Duration,
+) -> Option<BTreeMap<String, Vec<Outcome>>> {
     let b = brokers();
     let (config, mut p) = healthy_matrix().await;
     let Some(fault) = b.fault("b", kind, arg) else {
         p.stop().await.unwrap();
         return None;
     };
-    let _ = collect(&mut p, &config, Duration::from_secs(1)).await;
+    let _ = collect(&mut p, &config, settle).await;
     let seen = collect(&mut p, &config, Duration::from_secs(3)).await;
     fault.heal();
     until_ok(&mut p, &config, |_| true, Duration::from_secs(60)).await;
@@ -170,7 +174,7 @@ async fn outcomes_under_fault(kind: &str, arg: Option<&str>) -> Option<BTreeMap<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_blocks_only_the_amqp_cells_of_that_node() {
     let _x = exclusive().await;
-    let Some(seen) = outcomes_under_fault("memory-alarm", None).await else { return };
+    let Some(seen) = outcomes_under_fault("memory-alarm", None, Duration::from_secs(1)).await else { return };
     for (id, outcomes) in &seen {
         if id.starts_with("rabbit-b/") {
             assert!(
@@ -187,7 +191,9 @@ async fn a_memory_alarm_blocks_only_the_amqp_cells_of_that_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_tenant_fails_only_that_tenant() {
     let _x = exclusive().await;
-    let Some(seen) = outcomes_under_fault("revoke", Some("acme")).await else { return };
+    let Some(seen) = outcomes_under_fault("revoke", Some("acme"), Duration::from_secs(1)).await else {
+        return;
+    };
     for (id, outcomes) in &seen {
         if id == "rabbit-b/acme" {
             assert!(
@@ -329,7 +335,10 @@ async fn single_protocol_faults_hit_only_that_protocol_of_the_zone() {
         ("amqp-kill", "rabbit-b/", &refused),
     ];
     for (kind, hit, expected) in cases {
-        let Some(seen) = outcomes_under_fault(kind, None).await else { return };
+        // A kill is seen through the client's statistics (every second), then its clients are
+        // rebuilt: give it the time the kill test gives.
+        let settle = Duration::from_secs(if kind.ends_with("kill") { 3 } else { 1 });
+        let Some(seen) = outcomes_under_fault(kind, None, settle).await else { return };
         for (id, outcomes) in &seen {
             if id.starts_with(hit) {
                 assert!(outcomes.iter().all(expected), "{kind}, {id}: expected failures, saw {outcomes:?}");

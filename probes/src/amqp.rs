@@ -234,7 +234,9 @@ impl AmqpCell {
                 .await?;
             Ok::<_, lapin::Error>((ch, consumer))
         };
-        let (ch, mut consumer) = tokio::time::timeout(self.node.config.timeout, open)
+        // Half the probe timeout, so an unanswered set-up is a connection failure, not a
+        // publish timeout.
+        let (ch, mut consumer) = tokio::time::timeout(self.node.config.timeout / 2, open)
             .await
             .map_err(|_| ProbeError::Connect(ErrorKind::Timeout))?
             .map_err(|e| ProbeError::Connect(kind(&e)))?;

@@ -140,7 +140,12 @@ impl KafkaCell {
 impl CellBackend for KafkaCell {
     async fn publish(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
         let clients = self.cluster.clients();
-        let (partition, leader) = self.resolve(&clients).await?;
+        // Set-up (topic, metadata) gets half the probe timeout, so a broker that does not answer
+        // it is reported as a connection failure, not as a publish timeout.
+        let setup = self.cluster.config.timeout / 2;
+        let (partition, leader) = tokio::time::timeout(setup, self.resolve(&clients))
+            .await
+            .map_err(|_| ProbeError::Connect(ErrorKind::Timeout))??;
         if clients.broker_up(leader) == Some(false) {
             return Err(ProbeError::Connect(ErrorKind::Refused));
         }

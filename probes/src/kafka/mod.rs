@@ -113,15 +113,16 @@ impl KafkaCluster {
     /// pinned there; rebuilds the clients when a broker they had reached is lost.
     pub async fn consume(self: Arc<Self>, cancel: CancellationToken) {
         let mut check = tokio::time::interval(Duration::from_secs(1));
-        let mut last_rebuild = Instant::now();
+        // The first rebuild may come at once: a zone killed right after start is common in tests.
+        let mut last_rebuild: Option<Instant> = None;
         loop {
             let clients = self.clients();
             let message = tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.rebuilt.notified() => continue,
                 _ = check.tick() => {
-                    if clients.lost_a_broker() && last_rebuild.elapsed() >= REBUILD_BACKOFF {
-                        last_rebuild = Instant::now();
+                    if clients.lost_a_broker() && last_rebuild.is_none_or(|t| t.elapsed() >= REBUILD_BACKOFF) {
+                        last_rebuild = Some(Instant::now());
                         self.rebuild(&clients).await;
                     }
                     continue;
