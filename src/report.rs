@@ -11,16 +11,13 @@ use crate::config::ValidatedConfig;
 /// number of cells per dimension value.
 pub fn matrix_table(config: &ValidatedConfig) -> String {
     let m = &config.matrix;
-    let mut header = vec!["cell".to_owned()];
-    header.extend(m.dimensions().iter().cloned());
-    header.extend(["target", "interval", "timeout"].map(String::from));
+    let header = cell_header(config, &["target", "interval", "timeout"]);
     let rows: Vec<Vec<String>> = m
         .cells()
         .iter()
         .map(|c| {
             let target = &config.targets[c.target];
-            let mut row = vec![c.id.to_string()];
-            row.extend(c.labels.iter().cloned());
+            let mut row = cell_row(c);
             row.push(target.name.clone());
             row.push(humantime::format_duration(target.probe.interval).to_string());
             row.push(humantime::format_duration(target.probe.timeout).to_string());
@@ -50,9 +47,7 @@ pub fn matrix_table(config: &ValidatedConfig) -> String {
 /// One row per cell with the outcome of its probe and its latencies in milliseconds.
 pub fn once_table(config: &ValidatedConfig, results: &[Option<ProbeResult>]) -> String {
     let m = &config.matrix;
-    let mut header = vec!["cell".to_owned()];
-    header.extend(m.dimensions().iter().cloned());
-    header.extend(["outcome", "publish_ms", "roundtrip_ms"].map(String::from));
+    let header = cell_header(config, &["outcome", "publish_ms", "roundtrip_ms"]);
     let millis =
         |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64() * 1000.0));
     let rows: Vec<Vec<String>> = m
@@ -60,8 +55,7 @@ pub fn once_table(config: &ValidatedConfig, results: &[Option<ProbeResult>]) -> 
         .iter()
         .zip(results)
         .map(|(c, r)| {
-            let mut row = vec![c.id.to_string()];
-            row.extend(c.labels.iter().cloned());
+            let mut row = cell_row(c);
             match r {
                 Some(r) => row.extend([r.outcome.to_string(), millis(r.publish), millis(r.roundtrip)]),
                 None => row.extend(["no_result".to_owned(), "-".to_owned(), "-".to_owned()]),
@@ -73,6 +67,21 @@ pub fn once_table(config: &ValidatedConfig, results: &[Option<ProbeResult>]) -> 
     let mut out = table(&header, &rows);
     let _ = writeln!(out, "{ok} of {} cells ok", results.len());
     out
+}
+
+/// `cell`, the dimensions, then `extra` column names.
+fn cell_header(config: &ValidatedConfig, extra: &[&str]) -> Vec<String> {
+    let mut header = vec!["cell".to_owned()];
+    header.extend(config.matrix.dimensions().iter().cloned());
+    header.extend(extra.iter().map(|s| s.to_string()));
+    header
+}
+
+/// A cell's id and label values, the first columns of every per-cell table.
+fn cell_row(cell: &crate::matrix::Cell) -> Vec<String> {
+    let mut row = vec![cell.id.to_string()];
+    row.extend(cell.labels.iter().cloned());
+    row
 }
 
 /// Left-aligned columns separated by two spaces.

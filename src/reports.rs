@@ -133,7 +133,7 @@ impl Reports {
             .zip(&states)
             .map(|(c, s)| {
                 let labels: BTreeMap<&str, &str> = m.labels(c).collect();
-                json!({ "id": c.id.as_str(), "labels": labels, "state": state_name(*s) })
+                json!({ "id": c.id.as_str(), "labels": labels, "state": s })
             })
             .collect();
         let document = json!({
@@ -204,13 +204,5 @@ impl OutcomeLog {
         info!(counts = %counts.join(" "), "probe outcomes in the last period");
         self.counts.clear();
         self.since = Instant::now();
-    }
-}
-
-fn state_name(s: CellState) -> &'static str {
-    match s {
-        CellState::Unknown => "unknown",
-        CellState::Healthy => "healthy",
-        CellState::Failing => "failing",
     }
 }
