@@ -1,9 +1,15 @@
-//! From the validated configuration to broker clients: one Kafka cluster client per (addresses,
-//! security, user), one AMQP connection per (node, vhost, user), and a backend per cell on
-//! them. Client tasks (Kafka consumers, AMQP supervisors) are started here on the caller's
-//! tracker and stop with its token.
+//! From the validated configuration to broker clients: one Kafka cluster client per cluster,
+//! security and credentials, one AMQP connection per (node, vhost, user), and a backend per
+//! cell on them.
+//!
+//! The clients are a registry keyed by everything they are built from (passwords included, as
+//! a hash), so a configuration reload reuses every client whose settings did not change,
+//! creates the missing ones and retires those no cell uses any more. Client tasks (Kafka
+//! consumers, AMQP supervisors) run on the caller's tracker, each until its own token, a child
+//! of the caller's, is cancelled.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +28,27 @@ pub enum CellBackend {
     Amqp(AmqpCell),
 }
 
+impl CellBackend {
+    /// Connects and prepares the cell (topic, partition, channel, queue), bounded by `timeout`.
+    /// Failures are left for the probes to report; this only keeps set-up out of the first
+    /// measurements.
+    pub async fn prepare(&self, timeout: Duration) {
+        let _ = match self {
+            CellBackend::Kafka(b) => tokio::time::timeout(timeout, b.prepare()).await,
+            CellBackend::Amqp(b) => tokio::time::timeout(timeout, b.prepare()).await,
+        };
+    }
+
+    /// Releases what the cell holds on the broker once a reload removed it: AMQP deletes the
+    /// cell's queue and closes its channel; a Kafka cell holds nothing of its own (its
+    /// partition's messages are routed past it once its worker is gone).
+    pub async fn retire(&self) {
+        if let CellBackend::Amqp(b) = self {
+            b.retire().await;
+        }
+    }
+}
+
 /// Why clients could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -35,139 +62,221 @@ pub enum BackendError {
     },
 }
 
-/// The clients, their background tasks, and one backend per cell (in matrix order).
+/// Everything one cell's probing depends on, resolved from a configuration (secrets read).
+pub struct CellSpec {
+    client: ClientSpec,
+    /// Changes whenever anything the cell's worker or client depends on changes.
+    pub fingerprint: u64,
+    /// The target's name, for errors.
+    target: String,
+}
+
+enum ClientSpec {
+    Kafka { key: u64, config: KafkaClientConfig, topic: String, broker_id: Option<i32> },
+    Amqp { key: u64, config: AmqpClientConfig, queue: QueueSpec },
+}
+
+impl CellSpec {
+    /// Resolves `cell` of `config`; fails only when a password cannot be read.
+    pub fn resolve(config: &ValidatedConfig, cell: &Cell) -> Result<CellSpec, BackendError> {
+        let target = &config.targets[cell.target];
+        let tenant = &config.tenants[cell.tenant];
+        let secret = |s: &crate::config::Secret| {
+            s.resolve().map_err(|reason| BackendError::Secret { tenant: tenant.name.clone(), reason })
+        };
+        let client = match &target.endpoint {
+            Endpoint::Kafka(k) => {
+                let t = tenant.kafka.as_ref().expect("the matrix pairs kafka targets with kafka tenants");
+                let mut properties = vec![("security.protocol".into(), security(k.security_protocol).into())];
+                if let Some(m) = k.sasl_mechanism {
+                    properties.push(("sasl.mechanism".into(), mechanism(m).into()));
+                }
+                if let Some(c) = &t.credentials {
+                    properties.push(("sasl.username".into(), c.user.clone()));
+                    properties.push(("sasl.password".into(), secret(&c.password)?));
+                }
+                if let Some(ca) = &k.ca_file {
+                    properties.push(("ssl.ca.location".into(), ca.display().to_string()));
+                }
+                let mut addresses = target.addresses.clone();
+                addresses.sort();
+                let key =
+                    hash(&(&addresses, &properties, k.fetch_wait, target.probe.timeout, k.topic_retention));
+                let config = KafkaClientConfig {
+                    bootstrap: target.addresses.join(","),
+                    properties,
+                    fetch_wait: k.fetch_wait,
+                    timeout: target.probe.timeout,
+                    topic_retention: k.topic_retention,
+                };
+                ClientSpec::Kafka { key, config, topic: t.topic.clone(), broker_id: k.broker_id }
+            }
+            Endpoint::Amqp(a) => {
+                let t = tenant.amqp.as_ref().expect("the matrix pairs amqp targets with amqp tenants");
+                let client = AmqpClientConfig {
+                    address: target.addresses[0].clone(),
+                    vhost: t.vhost.clone(),
+                    user: t.credentials.user.clone(),
+                    password: secret(&t.credentials.password)?,
+                    tls: a.tls,
+                    heartbeat: a.heartbeat,
+                    timeout: target.probe.timeout,
+                };
+                // The target's whole section, so settings added later count without a change here.
+                let key = hash(&(
+                    &client.address,
+                    &client.vhost,
+                    &client.user,
+                    &client.password,
+                    format!("{a:?}"),
+                    client.timeout,
+                ));
+                let queue = QueueSpec {
+                    name: queue_name(&config.daemon.instance, cell),
+                    ttl: a.queue_ttl,
+                    max_length: a.queue_max_length,
+                    expires: (target.probe.interval * 10).max(Duration::from_secs(600)),
+                };
+                ClientSpec::Amqp { key, config: client, queue }
+            }
+        };
+        let cell_part = match &client {
+            ClientSpec::Kafka { key, topic, broker_id, .. } => hash(&(key, topic, broker_id)),
+            ClientSpec::Amqp { key, queue, .. } => {
+                hash(&(key, &queue.name, queue.ttl, queue.max_length, queue.expires))
+            }
+        };
+        let fingerprint = hash(&(cell_part, format!("{:?}", target.probe)));
+        Ok(CellSpec { client, fingerprint, target: target.name.clone() })
+    }
+
+    fn client_key(&self) -> u64 {
+        match &self.client {
+            ClientSpec::Kafka { key, .. } | ClientSpec::Amqp { key, .. } => *key,
+        }
+    }
+}
+
+/// A registered client and the token that stops its task.
+struct Client<T> {
+    client: Arc<T>,
+    stop: CancellationToken,
+}
+
+/// The clients in use, by key.
+#[derive(Default)]
 pub struct Backends {
-    pub cells: Vec<(CellBackend, Deliveries)>,
-    kafka_clusters: Vec<Arc<KafkaCluster>>,
-    amqp_nodes: Vec<Arc<AmqpNode>>,
+    kafka: HashMap<u64, Client<KafkaCluster>>,
+    amqp: HashMap<u64, Client<AmqpNode>>,
+    /// Reconnections counted by clients since retired, so totals never go down.
+    retired: (u64, u64),
 }
 
 impl Backends {
-    /// Builds every client and cell backend, starting client tasks on `tasks` until `cancel`.
-    pub fn build(
-        config: &ValidatedConfig,
+    /// The backend of a cell, on its client; the client is created (its task started on `tasks`
+    /// until a child of `cancel`) when no cell uses it yet. Returns the client's key.
+    pub fn cell(
+        &mut self,
+        spec: &CellSpec,
+        instance: &str,
+        cell_key: u64,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
-    ) -> Result<Backends, BackendError> {
-        let mut kafka: BTreeMap<String, Arc<KafkaCluster>> = BTreeMap::new();
-        let mut amqp: BTreeMap<String, Arc<AmqpNode>> = BTreeMap::new();
-        let mut cells = Vec::with_capacity(config.matrix.len());
-        for cell in config.matrix.cells() {
-            let target = &config.targets[cell.target];
-            let tenant = &config.tenants[cell.tenant];
-            let secret = |s: &crate::config::Secret| {
-                s.resolve().map_err(|reason| BackendError::Secret { tenant: tenant.name.clone(), reason })
-            };
-            match &target.endpoint {
-                Endpoint::Kafka(k) => {
-                    let t = tenant.kafka.as_ref().expect("the matrix pairs kafka targets with kafka tenants");
-                    let mut addresses = target.addresses.clone();
-                    addresses.sort();
-                    let user = t.credentials.as_ref().map(|c| c.user.as_str()).unwrap_or("");
-                    let key =
-                        format!("{}|{:?}|{:?}|{user}", addresses.join(","), k.security_protocol, k.ca_file);
-                    let cluster = match kafka.get(&key) {
-                        Some(c) => c.clone(),
-                        None => {
-                            let mut properties =
-                                vec![("security.protocol".into(), security(k.security_protocol).into())];
-                            if let Some(m) = k.sasl_mechanism {
-                                properties.push(("sasl.mechanism".into(), mechanism(m).into()));
-                            }
-                            if let Some(c) = &t.credentials {
-                                properties.push(("sasl.username".into(), c.user.clone()));
-                                properties.push(("sasl.password".into(), secret(&c.password)?));
-                            }
-                            if let Some(ca) = &k.ca_file {
-                                properties.push(("ssl.ca.location".into(), ca.display().to_string()));
-                            }
-                            let client = KafkaClientConfig {
-                                bootstrap: target.addresses.join(","),
-                                properties,
-                                fetch_wait: k.fetch_wait,
-                                timeout: target.probe.timeout,
-                                topic_retention: k.topic_retention,
-                            };
-                            let cluster =
-                                KafkaCluster::new(client, &config.daemon.instance).map_err(|source| {
-                                    BackendError::Kafka { target: target.name.clone(), source }
-                                })?;
-                            tasks.spawn(cluster.clone().consume(cancel.clone()));
-                            kafka.insert(key, cluster.clone());
-                            cluster
-                        }
-                    };
-                    let (backend, rx) = cluster.cell(&t.topic, k.broker_id, cell.key);
-                    cells.push((CellBackend::Kafka(backend), rx));
-                }
-                Endpoint::Amqp(a) => {
-                    let t = tenant.amqp.as_ref().expect("the matrix pairs amqp targets with amqp tenants");
-                    let key = format!("{}|{}|{}", target.addresses[0], t.vhost, t.credentials.user);
-                    let node = match amqp.get(&key) {
-                        Some(n) => n.clone(),
-                        None => {
-                            let node = AmqpNode::new(AmqpClientConfig {
-                                address: target.addresses[0].clone(),
-                                vhost: t.vhost.clone(),
-                                user: t.credentials.user.clone(),
-                                password: secret(&t.credentials.password)?,
-                                tls: a.tls,
-                                heartbeat: a.heartbeat,
-                                timeout: target.probe.timeout,
-                            });
-                            tasks.spawn(node.clone().supervise(cancel.clone()));
-                            amqp.insert(key, node.clone());
-                            node
-                        }
-                    };
-                    let queue = QueueSpec {
-                        name: queue_name(&config.daemon.instance, cell),
-                        ttl: a.queue_ttl,
-                        max_length: a.queue_max_length,
-                        expires: (target.probe.interval * 10).max(Duration::from_secs(600)),
-                    };
-                    let (backend, rx) = node.cell(queue);
-                    cells.push((CellBackend::Amqp(backend), rx));
-                }
+    ) -> Result<(CellBackend, Deliveries, u64), BackendError> {
+        let key = spec.client_key();
+        match &spec.client {
+            ClientSpec::Kafka { config, topic, broker_id, .. } => {
+                let cluster = match self.kafka.get(&key) {
+                    Some(c) => c.client.clone(),
+                    None => {
+                        let cluster = KafkaCluster::new(config.clone(), instance)
+                            .map_err(|source| BackendError::Kafka { target: spec.target.clone(), source })?;
+                        let stop = cancel.child_token();
+                        tasks.spawn(cluster.clone().consume(stop.clone()));
+                        self.kafka.insert(key, Client { client: cluster.clone(), stop });
+                        cluster
+                    }
+                };
+                let (backend, rx) = cluster.cell(topic, *broker_id, cell_key);
+                Ok((CellBackend::Kafka(backend), rx, key))
+            }
+            ClientSpec::Amqp { config, queue, .. } => {
+                let node = match self.amqp.get(&key) {
+                    Some(n) => n.client.clone(),
+                    None => {
+                        let node = AmqpNode::new(config.clone());
+                        let stop = cancel.child_token();
+                        tasks.spawn(node.clone().supervise(stop.clone()));
+                        self.amqp.insert(key, Client { client: node.clone(), stop });
+                        node
+                    }
+                };
+                let (backend, rx) = node.cell(queue.clone());
+                Ok((CellBackend::Amqp(backend), rx, key))
             }
         }
-        Ok(Backends {
-            cells,
-            kafka_clusters: kafka.into_values().collect(),
-            amqp_nodes: amqp.into_values().collect(),
-        })
     }
 
-    /// Connects every client and prepares every cell (topics, partitions, channels, queues),
-    /// concurrently and each bounded by its probe timeout. Failures are left for the probes to
-    /// report; this only keeps set-up out of the first measurements.
-    pub async fn prepare(&self, config: &ValidatedConfig) {
-        let preparing = self.cells.iter().zip(config.matrix.cells()).map(|((backend, _), cell)| {
-            let timeout = config.targets[cell.target].probe.timeout.max(Duration::from_secs(2));
-            async move {
-                let _ = match backend {
-                    CellBackend::Kafka(b) => tokio::time::timeout(timeout, b.prepare()).await,
-                    CellBackend::Amqp(b) => tokio::time::timeout(timeout, b.prepare()).await,
-                };
+    /// Unregisters the clients whose key is not in `keep` and returns a future that stops them
+    /// and waits for their AMQP consumer loops; run it once the workers of their cells ended.
+    pub fn retire_unused(
+        &mut self,
+        keep: &HashSet<u64>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut kafka = Vec::new();
+        let mut amqp = Vec::new();
+        self.kafka.retain(|k, c| {
+            keep.contains(k) || {
+                kafka.push((c.stop.clone(), c.client.clone()));
+                false
             }
         });
-        futures_util::future::join_all(preparing).await;
+        self.amqp.retain(|k, c| {
+            keep.contains(k) || {
+                amqp.push((c.stop.clone(), c.client.clone()));
+                false
+            }
+        });
+        self.retired.0 += kafka.iter().map(|(_, c)| c.rebuilds()).sum::<u64>();
+        self.retired.1 += amqp.iter().map(|(_, n)| n.reconnects()).sum::<u64>();
+        async move {
+            for (stop, _) in &kafka {
+                stop.cancel();
+            }
+            for (stop, node) in &amqp {
+                stop.cancel();
+                node.consumers_done().await;
+            }
+        }
+    }
+
+    /// How many clients of each protocol are registered: (Kafka, AMQP).
+    pub fn clients(&self) -> (usize, usize) {
+        (self.kafka.len(), self.amqp.len())
     }
 
     /// Clients re-established after a loss so far: (Kafka rebuilds, AMQP reconnections).
     pub fn reconnects(&self) -> (u64, u64) {
         (
-            self.kafka_clusters.iter().map(|c| c.rebuilds()).sum(),
-            self.amqp_nodes.iter().map(|n| n.reconnects()).sum(),
+            self.retired.0 + self.kafka.values().map(|c| c.client.rebuilds()).sum::<u64>(),
+            self.retired.1 + self.amqp.values().map(|n| n.client.reconnects()).sum::<u64>(),
         )
     }
 
     /// Waits for the AMQP consumer loops, which end once their connections are closed.
     pub async fn closed(&self) {
-        for node in &self.amqp_nodes {
-            node.consumers_done().await;
+        for node in self.amqp.values() {
+            node.client.consumers_done().await;
         }
     }
+}
+
+/// A stable 64-bit hash of settings, to tell whether they changed. Never shown: it may cover
+/// passwords.
+fn hash(value: &impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 /// The probe queue of a cell: per daemon instance, so replicas never read each other's probes.

@@ -5,21 +5,25 @@
 //! timeout), then the broker clients close, then the report task takes the last reports and
 //! evaluates once more, and the HTTP server stops last, so the final scrape sees final counts.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crossprobe_probes::backend::Deliveries;
 use crossprobe_probes::tracker::{Event, ProbeResult, Tracker};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::backends::{BackendError, Backends, CellBackend};
-use crate::config::{LogFormat, ValidatedConfig};
+use crate::backends::{BackendError, Backends, CellBackend, CellSpec};
+use crate::config::{ConfigSource, LoadError, LogFormat, ValidatedConfig};
 use crate::correlator::Correlator;
+use crate::matrix::{Cell, CellId};
 use crate::metrics::Metrics;
 use crate::reports::Reports;
 use crate::scheduler::{self, Report, WorkerGauges, WorkerSpec};
@@ -70,17 +74,63 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Workers and clients of a running matrix, stoppable in order. The daemon, `once`, the tests
-/// and the benchmarks all drive probes through this.
+/// Workers and clients of a running matrix, stoppable in order, and changeable in place by
+/// [`Probing::apply`]. The daemon, `once`, the tests and the benchmarks all drive probes through
+/// this.
 pub struct Probing {
     reports: mpsc::Receiver<Report>,
+    out: mpsc::Sender<Report>,
     workers: TaskTracker,
     stop_workers: CancellationToken,
     clients: TaskTracker,
     stop_clients: CancellationToken,
     backends: Backends,
+    /// The worker of every cell of the current matrix.
+    running: HashMap<CellId, Running>,
+    /// Worker slot -> index of its cell in the current matrix; a slot not here (its cell was
+    /// removed) has its reports dropped.
+    slots: HashMap<usize, usize>,
+    next_slot: usize,
     longest_timeout: Duration,
     instance: u64,
+    epoch: Instant,
+    once: bool,
+    gauges: Option<WorkerGauges>,
+}
+
+/// One cell's worker task.
+struct Running {
+    slot: usize,
+    /// What the worker was started from ([`CellSpec::fingerprint`]).
+    fingerprint: u64,
+    client: u64,
+    stop: CancellationToken,
+    /// Set before `stop` when a reload removes or restarts the cell: the worker then releases
+    /// what the cell holds on the broker.
+    retire: Arc<AtomicBool>,
+    /// Cancelled when the task has ended (its cell released).
+    ended: CancellationToken,
+    task: tokio::task::JoinHandle<Tracker>,
+}
+
+/// What a reload changed among the cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub added: usize,
+    pub removed: usize,
+    /// Kept cells whose settings changed: their worker restarted, their series and state kept.
+    pub restarted: usize,
+    pub unchanged: usize,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} added, {} removed, {} restarted, {} unchanged",
+            self.added, self.removed, self.restarted, self.unchanged
+        )
+    }
 }
 
 impl Probing {
@@ -90,67 +140,188 @@ impl Probing {
         once: bool,
         gauges: Option<WorkerGauges>,
     ) -> Result<Probing, BackendError> {
-        start(config, once, gauges).await
+        let (out, reports) = mpsc::channel(4096);
+        let mut probing = Probing {
+            reports,
+            out,
+            workers: TaskTracker::new(),
+            stop_workers: CancellationToken::new(),
+            clients: TaskTracker::new(),
+            stop_clients: CancellationToken::new(),
+            backends: Backends::default(),
+            running: HashMap::new(),
+            slots: HashMap::new(),
+            next_slot: 0,
+            longest_timeout: Duration::ZERO,
+            instance: scheduler::random_u64(),
+            epoch: Instant::now(),
+            once,
+            gauges,
+        };
+        probing.apply(config)?;
+        Ok(probing)
     }
 
-    /// The next report of any worker; `None` once all workers stopped and reports are drained.
+    /// The next report of any worker, its cell given as an index in the current matrix;
+    /// `None` once all workers stopped and reports are drained.
     pub async fn next(&mut self) -> Option<Report> {
-        self.reports.recv().await
+        loop {
+            let report = self.reports.recv().await?;
+            if let Some(r) = self.translate(report) {
+                return Some(r);
+            }
+        }
+    }
+
+    fn translate(&self, mut report: Report) -> Option<Report> {
+        report.cell = *self.slots.get(&report.cell)?;
+        Some(report)
     }
 
     /// The random id this run stamps on its probe payloads.
     pub fn instance_id(&self) -> u64 {
         self.instance
     }
-}
 
-async fn start(
-    config: &ValidatedConfig,
-    once: bool,
-    gauges: Option<WorkerGauges>,
-) -> Result<Probing, BackendError> {
-    let clients = TaskTracker::new();
-    let stop_clients = CancellationToken::new();
-    let mut backends = Backends::build(config, &clients, &stop_clients)?;
-    backends.prepare(config).await;
-    let workers = TaskTracker::new();
-    let stop_workers = CancellationToken::new();
-    let (out, reports) = mpsc::channel(4096);
-    let epoch = Instant::now();
-    let instance = scheduler::random_u64();
-    for (i, (backend, deliveries)) in std::mem::take(&mut backends.cells).into_iter().enumerate() {
-        let cell = &config.matrix.cells()[i];
-        let settings = config.targets[cell.target].probe;
-        let spec = WorkerSpec {
-            cell: i,
-            settings,
-            tracker: Tracker::new(instance, cell.key, settings.timeout, epoch),
-            phase: if once {
-                Duration::ZERO
-            } else {
-                scheduler::phase(instance, cell.key, settings.interval)
-            },
-            max_probes: once.then_some(1),
-            gauges: gauges.clone(),
-        };
-        let (out, cancel) = (out.clone(), stop_workers.clone());
-        workers.spawn(async move {
-            match backend {
-                CellBackend::Kafka(b) => scheduler::worker(&b, deliveries, spec, out, cancel).await,
-                CellBackend::Amqp(b) => scheduler::worker(&b, deliveries, spec, out, cancel).await,
+    /// Brings the workers to `config`'s matrix, by cell id: a new cell gets a worker; a removed
+    /// cell's worker stops, finishes its probes in flight and releases what the cell holds on
+    /// the broker; a cell whose settings changed gets a new worker once the old one ended (it
+    /// continues the old one's sequence); every other worker runs on untouched. Clients no cell
+    /// uses any more are closed once their cells' workers ended.
+    ///
+    /// Every password is read and every new client created before anything changes: on error
+    /// the running matrix is left as it was.
+    pub fn apply(&mut self, config: &ValidatedConfig) -> Result<Applied, BackendError> {
+        let specs: Vec<CellSpec> =
+            config.matrix.cells().iter().map(|c| CellSpec::resolve(config, c)).collect::<Result<_, _>>()?;
+        let mut applied = Applied::default();
+        let mut fresh = Vec::new();
+        for (i, (cell, spec)) in config.matrix.cells().iter().zip(&specs).enumerate() {
+            if self.running.get(&cell.id).is_some_and(|r| r.fingerprint == spec.fingerprint) {
+                continue;
             }
-        });
-    }
-    workers.close();
-    let longest_timeout = config.targets.iter().map(|t| t.probe.timeout).max().unwrap_or_default();
-    Ok(Probing { reports, workers, stop_workers, clients, stop_clients, backends, longest_timeout, instance })
-}
+            let instance = &config.daemon.instance;
+            match self.backends.cell(spec, instance, cell.key, &self.clients, &self.stop_clients) {
+                Ok(backend) => fresh.push((i, backend)),
+                Err(e) => {
+                    let keep = self.running.values().map(|r| r.client).collect();
+                    self.clients.spawn(self.backends.retire_unused(&keep));
+                    return Err(e);
+                }
+            }
+        }
 
-impl Probing {
+        let mut previous = std::mem::take(&mut self.running);
+        let mut ending = Vec::new();
+        self.slots.clear();
+        let mut fresh = fresh.into_iter().peekable();
+        for (i, (cell, spec)) in config.matrix.cells().iter().zip(&specs).enumerate() {
+            let old = previous.remove(&cell.id);
+            if fresh.peek().is_none_or(|(j, _)| *j != i) {
+                let kept = old.expect("a cell without a fresh backend is running unchanged");
+                self.slots.insert(kept.slot, i);
+                self.running.insert(cell.id.clone(), kept);
+                applied.unchanged += 1;
+                continue;
+            }
+            let (_, (backend, deliveries, client)) = fresh.next().expect("peeked");
+            let predecessor = old.map(|old| {
+                // Its last reports still count for the cell.
+                self.slots.insert(old.slot, i);
+                ending.push(old.ended.clone());
+                old.retire.store(true, Ordering::Relaxed);
+                old.stop.cancel();
+                old.task
+            });
+            if predecessor.is_some() {
+                applied.restarted += 1;
+            } else {
+                applied.added += 1;
+            }
+            let running =
+                self.spawn(config, cell, spec.fingerprint, client, backend, deliveries, predecessor);
+            self.slots.insert(running.slot, i);
+            self.running.insert(cell.id.clone(), running);
+        }
+        for (_, old) in previous {
+            ending.push(old.ended.clone());
+            old.retire.store(true, Ordering::Relaxed);
+            old.stop.cancel();
+            applied.removed += 1;
+        }
+        let keep = self.running.values().map(|r| r.client).collect();
+        let retire = self.backends.retire_unused(&keep);
+        self.clients.spawn(async move {
+            for ended in ending {
+                ended.cancelled().await;
+            }
+            retire.await;
+        });
+        self.longest_timeout = config.targets.iter().map(|t| t.probe.timeout).max().unwrap_or_default();
+        Ok(applied)
+    }
+
+    /// Starts the worker of `cell`: after `predecessor` (the cell's previous worker) ended,
+    /// taking over its tracker; then prepares the cell and probes until stopped.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &mut self,
+        config: &ValidatedConfig,
+        cell: &Cell,
+        fingerprint: u64,
+        client: u64,
+        backend: CellBackend,
+        deliveries: Deliveries,
+        predecessor: Option<tokio::task::JoinHandle<Tracker>>,
+    ) -> Running {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let settings = config.targets[cell.target].probe;
+        let stop = self.stop_workers.child_token();
+        let retire = Arc::new(AtomicBool::new(false));
+        let ended = CancellationToken::new();
+        let (instance, key, epoch) = (self.instance, cell.key, self.epoch);
+        let phase =
+            if self.once { Duration::ZERO } else { scheduler::phase(instance, key, settings.interval) };
+        let max_probes = self.once.then_some(1);
+        let gauges = self.gauges.clone();
+        let (out, cancel, done) = (self.out.clone(), stop.clone(), ended.clone());
+        let retiring = retire.clone();
+        let task = self.workers.spawn(async move {
+            let _ended = done.drop_guard();
+            let previous = match predecessor {
+                Some(task) => task.await.ok(),
+                None => None,
+            };
+            let mut tracker =
+                previous.unwrap_or_else(|| Tracker::new(instance, key, settings.timeout, epoch));
+            tracker.set_timeout(settings.timeout);
+            if !cancel.is_cancelled() {
+                backend.prepare(settings.timeout.max(Duration::from_secs(2))).await;
+            }
+            let spec = WorkerSpec { cell: slot, settings, tracker, phase, max_probes, gauges };
+            let tracker = match &backend {
+                CellBackend::Kafka(b) => scheduler::worker(b, deliveries, spec, out, cancel).await,
+                CellBackend::Amqp(b) => scheduler::worker(b, deliveries, spec, out, cancel).await,
+            };
+            if retiring.load(Ordering::Relaxed) {
+                backend.retire().await;
+            }
+            tracker
+        });
+        Running { slot, fingerprint, client, stop, retire, ended, task }
+    }
+
+    /// How many broker clients are open: (Kafka, AMQP).
+    pub fn clients(&self) -> (usize, usize) {
+        self.backends.clients()
+    }
+
     /// Stops workers (letting probes in flight end), then clients.
     pub async fn stop(&self) -> Result<(), DaemonError> {
         let grace = self.longest_timeout + GRACE;
         self.stop_workers.cancel();
+        self.workers.close();
         tokio::time::timeout(grace, self.workers.wait())
             .await
             .map_err(|_| DaemonError::Stuck("probe workers"))?;
@@ -169,12 +340,36 @@ impl Probing {
 pub struct RunOptions {
     /// Write every probe outcome as a JSON line here (the `replay` format).
     pub record: Option<PathBuf>,
+    /// Where the configuration came from, to read it again on reload; without it, reloads are
+    /// refused.
+    pub source: Option<ConfigSource>,
 }
+
+/// Why a reload left the running configuration in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the daemon was started without a configuration file to reload")]
+    NoSource,
+    #[error("{0}")]
+    Invalid(#[from] LoadError),
+    #[error("{0} cannot change while the daemon runs; restart it to apply")]
+    NeedsRestart(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Correlator(#[from] crate::correlator::CorrelatorError),
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
+/// A reload asked of the report task, and where its result goes.
+pub type ReloadRequest = oneshot::Sender<Result<Applied, ReloadError>>;
 
 /// A running daemon: HTTP server, probe workers, and the report task that owns the correlator.
 pub struct Daemon {
     addr: SocketAddr,
     stop: CancellationToken,
+    reload: mpsc::Sender<ReloadRequest>,
     task: tokio::task::JoinHandle<Result<(), DaemonError>>,
 }
 
@@ -197,10 +392,12 @@ impl Daemon {
         let gauges =
             WorkerGauges { lag: metrics.scheduler_lag.clone(), in_flight: metrics.in_flight.clone() };
         let correlator = Correlator::new(&config.matrix, &config.correlator)?;
+        let (reload, reload_requests) = mpsc::channel(4);
         let shared = Arc::new(Shared {
             metrics,
             verdict: RwLock::new(String::new()),
             not_ready: RwLock::new(Some("starting".into())),
+            reload: reload.clone(),
         });
         let server_stop = CancellationToken::new();
         let server = tokio::spawn(server::serve(listener, shared.clone(), server_stop.clone()));
@@ -222,16 +419,26 @@ impl Daemon {
                 return Err(e.into());
             }
         };
-        let tick = config.correlator.tick;
         let reports = Reports::new(config, correlator, shared, record);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(report_loop(probing, reports, tick, stop.clone(), server_stop, server));
-        Ok(Daemon { addr, stop, task })
+        let task = tokio::spawn(report_loop(
+            ReportLoop { probing, reports, source: options.source, reload_requests },
+            stop.clone(),
+            server_stop,
+            server,
+        ));
+        Ok(Daemon { addr, stop, reload, task })
     }
 
     /// The address the HTTP server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reads the configuration again and applies it (see [`Probing::apply`]); on any error the
+    /// daemon keeps running the configuration it had.
+    pub async fn reload(&self) -> Result<Applied, ReloadError> {
+        request_reload(&self.reload).await
     }
 
     /// Asks the daemon to stop; [`Daemon::wait`] returns when it has.
@@ -245,44 +452,103 @@ impl Daemon {
     }
 }
 
-/// Feeds reports to the correlator and metrics, evaluates every tick; on stop, stops the
-/// workers and clients, takes their last reports, evaluates once more, then stops the server.
+/// Asks the report task for a reload and waits for its result.
+pub async fn request_reload(reload: &mpsc::Sender<ReloadRequest>) -> Result<Applied, ReloadError> {
+    let (tx, rx) = oneshot::channel();
+    reload.send(tx).await.map_err(|_| ReloadError::Stopping)?;
+    rx.await.unwrap_or(Err(ReloadError::Stopping))
+}
+
+/// What the report task owns.
+struct ReportLoop {
+    probing: Probing,
+    reports: Reports,
+    source: Option<ConfigSource>,
+    reload_requests: mpsc::Receiver<ReloadRequest>,
+}
+
+impl ReportLoop {
+    /// Loads the configuration again and applies what changed. The new configuration is
+    /// entirely validated, its passwords read and its clients created before anything running
+    /// changes.
+    fn reload(&mut self) -> Result<Applied, ReloadError> {
+        let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
+        let config = source.load()?;
+        let (correlator, previous) = self.reports.prepare_reload(&config)?;
+        let applied = self.probing.apply(&config)?;
+        self.reports.reconfigure(config, correlator, &previous);
+        Ok(applied)
+    }
+}
+
+/// Feeds reports to the correlator and metrics, evaluates every tick, applies reloads; on stop,
+/// stops the workers and clients, takes their last reports, evaluates once more, then stops
+/// the server.
 async fn report_loop(
-    mut probing: Probing,
-    mut reports: Reports,
-    tick: Duration,
+    mut lp: ReportLoop,
     stop: CancellationToken,
     server_stop: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 ) -> Result<(), DaemonError> {
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let new_ticker = |tick: Duration| {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticker
+    };
+    let mut tick = lp.reports.config().correlator.tick;
+    let mut ticker = new_ticker(tick);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            Some(report) = probing.next() => reports.handle(&report),
+            Some(report) = lp.probing.next() => lp.reports.handle(&report),
+            Some(reply) = lp.reload_requests.recv() => {
+                let result = lp.reload();
+                lp.reports.reloaded(&result);
+                if lp.reports.config().correlator.tick != tick {
+                    tick = lp.reports.config().correlator.tick;
+                    ticker = new_ticker(tick);
+                }
+                let _ = reply.send(result);
+            }
             _ = ticker.tick() => {
-                reports.set_reconnects(probing.backends.reconnects());
-                reports.tick();
+                lp.reports.set_reconnects(lp.probing.backends.reconnects());
+                lp.reports.tick();
             }
         }
     }
-    let stopped = probing.stop().await;
-    while let Ok(report) = probing.reports.try_recv() {
-        reports.handle(&report);
+    lp.reload_requests.close();
+    while let Ok(reply) = lp.reload_requests.try_recv() {
+        let _ = reply.send(Err(ReloadError::Stopping));
     }
-    reports.finish();
+    let stopped = lp.probing.stop().await;
+    while let Ok(report) = lp.probing.reports.try_recv() {
+        if let Some(report) = lp.probing.translate(report) {
+            lp.reports.handle(&report);
+        }
+    }
+    lp.reports.finish();
     server_stop.cancel();
     let served = server.await.map_err(|_| DaemonError::Stuck("HTTP server"))?;
     stopped?;
     served.map_err(DaemonError::Serve)
 }
 
-/// Runs until SIGINT or SIGTERM, then stops in order.
+/// Runs until SIGINT or SIGTERM, then stops in order; SIGHUP reloads the configuration.
 pub async fn run(config: ValidatedConfig, options: RunOptions) -> Result<(), DaemonError> {
     let mut signals = StopSignals::install().map_err(DaemonError::Signals)?;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Signals)?;
     let daemon = Daemon::start(config, options).await?;
-    let name = signals.recv().await;
+    let name = loop {
+        tokio::select! {
+            name = signals.recv() => break name,
+            _ = hangups.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                // The outcome is logged by the report task.
+                let _ = daemon.reload().await;
+            }
+        }
+    };
     info!(signal = name, "stopping");
     daemon.stop();
     daemon.wait().await?;
@@ -294,8 +560,9 @@ pub async fn run(config: ValidatedConfig, options: RunOptions) -> Result<(), Dae
 pub async fn once(config: &ValidatedConfig) -> Result<Vec<Option<ProbeResult>>, DaemonError> {
     let mut probing = Probing::start(config, true, None).await?;
     let mut results = vec![None; config.matrix.len()];
+    let bound = probing.longest_timeout + GRACE;
     let all_done = async {
-        while let Some(report) = probing.reports.recv().await {
+        while let Some(report) = probing.next().await {
             if let Event::Done(r) = report.event {
                 results[report.cell].get_or_insert(r);
                 if results.iter().all(Option::is_some) {
@@ -304,7 +571,7 @@ pub async fn once(config: &ValidatedConfig) -> Result<Vec<Option<ProbeResult>>, 
             }
         }
     };
-    let _ = tokio::time::timeout(probing.longest_timeout + GRACE, all_done).await;
+    let _ = tokio::time::timeout(bound, all_done).await;
     probing.stop().await?;
     Ok(results)
 }

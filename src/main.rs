@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crossprobe::config::ValidatedConfig;
+use crossprobe::config::{ConfigSource, ValidatedConfig};
 use crossprobe::daemon::RunOptions;
 use crossprobe::shard::Shard;
 
@@ -120,16 +120,19 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Run { config, record, shard } => {
-            let config = match load_shard(&config, shard) {
+        Command::Run { config: path, record, shard } => {
+            let config = match load_shard(&path, shard) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             crossprobe::daemon::init_logging(config.daemon.log_format);
             log_shard(shard, &config);
-            match runtime()
-                .and_then(|rt| Ok(rt.block_on(crossprobe::daemon::run(config, RunOptions { record }))?))
-            {
+            match runtime().and_then(|rt| {
+                Ok(rt.block_on(crossprobe::daemon::run(
+                    config,
+                    RunOptions { record, source: Some(source(&path, shard)) },
+                ))?)
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -191,12 +194,14 @@ fn load(path: &std::path::Path) -> Result<ValidatedConfig, ExitCode> {
 /// Loads a configuration and keeps only `shard.shard`'s cells; a shard without cells is a usage
 /// error, like a bad configuration.
 fn load_shard(path: &std::path::Path, shard: ShardArg) -> Result<ValidatedConfig, ExitCode> {
-    let config = load(path)?;
-    let Some(shard) = shard.shard else { return Ok(config) };
-    config.shard(shard).map_err(|e| {
-        eprintln!("{}: {e}", path.display());
+    source(path, shard).load().map_err(|e| {
+        eprintln!("{e}");
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+fn source(path: &std::path::Path, shard: ShardArg) -> ConfigSource {
+    ConfigSource { path: path.to_owned(), shard: shard.shard }
 }
 
 fn log_shard(shard: ShardArg, config: &ValidatedConfig) {

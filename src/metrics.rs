@@ -7,14 +7,14 @@
 //! refreshed at each scrape. Error kinds are a bounded enum, created on first use. A daemon
 //! with a vantage labels every series with it ([`registry`]).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crossprobe_probes::outcome::OUTCOME_NAMES;
+use crossprobe_probes::outcome::{ErrorKind, OUTCOME_NAMES};
 use crossprobe_probes::tracker::Event;
 use hdrhistogram::Histogram as Hdr;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -46,19 +46,36 @@ struct Window {
     since: Instant,
 }
 
+/// The per-cell metric families, kept to create and remove cells' series on reloads.
+struct Families {
+    probes: IntCounterVec,
+    errors: IntCounterVec,
+    roundtrip: HistogramVec,
+    publish: HistogramVec,
+    duplicates: IntCounterVec,
+    reorders: IntCounterVec,
+    foreign: IntCounterVec,
+    late: IntCounterVec,
+    corrupt: IntCounterVec,
+    quantiles: GaugeVec,
+    state: IntGaugeVec,
+}
+
 /// The registry and every metric in it.
 pub struct Metrics {
     registry: Registry,
     dimensions: Vec<String>,
-    cells: Vec<CellSeries>,
-    errors: IntCounterVec,
-    quantiles: GaugeVec,
+    /// In matrix order; replaced as a whole by [`Metrics::reconfigure`].
+    cells: RwLock<Vec<CellSeries>>,
+    families: Families,
     windows: Mutex<Vec<Window>>,
     verdict: IntGauge,
     outage: IntGauge,
     scope_down: IntGaugeVec,
     scopes_shown: Mutex<Vec<Vec<String>>>,
     pub reload_success: IntGauge,
+    pub reload_success_time: Gauge,
+    pub reloads: IntCounterVec,
     pub in_flight: IntGauge,
     pub scheduler_lag: Histogram,
     pub reconnects: IntCounterVec,
@@ -173,6 +190,20 @@ impl Metrics {
             "1 if the configuration in use loaded successfully.",
         )?;
         reload_success.set(1);
+        let reload_success_time = Gauge::new(
+            "crossprobe_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (start-up or reload).",
+        )?;
+        registry.register(Box::new(reload_success_time.clone()))?;
+        reload_success_time.set(unix_now());
+        let reloads = counter(
+            "crossprobe_config_reloads_total",
+            "Configuration reloads asked for (SIGHUP, POST /-/reload), by result.",
+            &["result"],
+        )?;
+        for r in ["success", "failure"] {
+            reloads.with_label_values(&[r]);
+        }
         let in_flight = gauge("crossprobe_in_flight_probes", "Probes published and not yet ended.")?;
         let scheduler_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -191,53 +222,75 @@ impl Metrics {
             reconnects.with_label_values(&[p]);
         }
 
-        let mut cells = Vec::with_capacity(matrix.len());
-        let mut windows = Vec::with_capacity(matrix.len());
-        for cell in matrix.cells() {
-            let l: Vec<&str> = cell.labels.iter().map(String::as_str).collect();
-            fn plus<'a>(l: &[&'a str], v: &'a str) -> Vec<&'a str> {
-                l.iter().copied().chain([v]).collect()
-            }
-            for q in QUANTILES {
-                quantiles.with_label_values(&plus(&l, &q.to_string())).set(f64::NAN);
-            }
-            let s = CellSeries {
-                labels: cell.labels.clone(),
-                outcomes: OUTCOME_NAMES.iter().map(|o| probes.with_label_values(&plus(&l, o))).collect(),
-                roundtrip: roundtrip.with_label_values(&l),
-                publish: publish.with_label_values(&l),
-                duplicates: duplicates.with_label_values(&l),
-                reorders: reorders.with_label_values(&l),
-                foreign: foreign.with_label_values(&l),
-                late: late.with_label_values(&l),
-                corrupt: corrupt.with_label_values(&l),
-                state: state.with_label_values(&l),
-            };
-            s.state.set(-1);
-            cells.push(s);
-            windows.push(Window { current: hdr(), previous: hdr(), since: Instant::now() });
-        }
+        let families = Families {
+            probes,
+            errors,
+            roundtrip,
+            publish,
+            duplicates,
+            reorders,
+            foreign,
+            late,
+            corrupt,
+            quantiles,
+            state,
+        };
+        let cells = matrix.cells().iter().map(|c| families.create(&c.labels)).collect();
+        let windows = matrix.cells().iter().map(|_| Window::new()).collect();
         Ok(Metrics {
             registry,
             dimensions: matrix.dimensions().to_vec(),
-            cells,
-            errors,
-            quantiles,
+            cells: RwLock::new(cells),
+            families,
             windows: Mutex::new(windows),
             verdict,
             outage,
             scope_down,
             scopes_shown: Mutex::new(Vec::new()),
             reload_success,
+            reload_success_time,
+            reloads,
             in_flight,
             scheduler_lag,
             reconnects,
         })
     }
 
+    /// Follows a reloaded matrix with the same dimensions: `previous[i]` is the index in the old
+    /// matrix of new cell `i`. Kept cells keep their series (counters, histograms, latency
+    /// windows); new cells get fresh series; the series of cells no longer in the matrix are
+    /// removed, so they vanish from `/metrics` instead of freezing.
+    pub fn reconfigure(&self, matrix: &Matrix, previous: &[Option<usize>]) {
+        let mut cells = self.cells.write().expect("cells lock");
+        let mut windows = self.windows.lock().expect("windows lock");
+        let mut old: Vec<Option<(CellSeries, Window)>> =
+            std::mem::take(&mut *cells).into_iter().zip(windows.drain(..)).map(Some).collect();
+        for (cell, p) in matrix.cells().iter().zip(previous) {
+            let (series, window) = match p.and_then(|p| old.get_mut(p)).and_then(Option::take) {
+                Some(kept) => kept,
+                None => (self.families.create(&cell.labels), Window::new()),
+            };
+            cells.push(series);
+            windows.push(window);
+        }
+        for (series, _) in old.into_iter().flatten() {
+            self.families.remove(&series.labels);
+        }
+    }
+
+    /// Counts a configuration load asked for at run time, and its result.
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads.with_label_values(&[if ok { "success" } else { "failure" }]).inc();
+        self.reload_success.set(i64::from(ok));
+        if ok {
+            self.reload_success_time.set(unix_now());
+        }
+    }
+
     /// Counts one worker report of cell `cell`.
     pub fn record(&self, cell: usize, event: &Event) {
-        let s = &self.cells[cell];
+        let cells = self.cells.read().expect("cells lock");
+        let s = &cells[cell];
         match event {
             Event::Done(r) => {
                 let i = OUTCOME_NAMES
@@ -257,7 +310,7 @@ impl Metrics {
                     let stage = if stage == "connect_failed" { "connect" } else { "publish" };
                     let mut labels: Vec<&str> = s.labels.iter().map(String::as_str).collect();
                     labels.extend([stage, kind.as_str()]);
-                    self.errors.with_label_values(&labels).inc();
+                    self.families.errors.with_label_values(&labels).inc();
                 }
             }
             Event::Late { .. } => s.late.inc(),
@@ -271,7 +324,7 @@ impl Metrics {
 
     /// Cell states in matrix order: 0 healthy, 1 failing, -1 unknown.
     pub fn set_cell_states(&self, states: impl IntoIterator<Item = i64>) {
-        for (s, v) in self.cells.iter().zip(states) {
+        for (s, v) in self.cells.read().expect("cells lock").iter().zip(states) {
             s.state.set(v);
         }
     }
@@ -307,7 +360,8 @@ impl Metrics {
     fn refresh_quantiles(&self) {
         let mut windows = self.windows.lock().expect("windows lock");
         let now = Instant::now();
-        for (w, s) in windows.iter_mut().zip(&self.cells) {
+        let cells = self.cells.read().expect("cells lock");
+        for (w, s) in windows.iter_mut().zip(cells.iter()) {
             if now.duration_since(w.since) >= QUANTILE_WINDOW {
                 std::mem::swap(&mut w.current, &mut w.previous);
                 w.current.reset();
@@ -320,10 +374,70 @@ impl Metrics {
                 let q_label = q.to_string();
                 labels.push(&q_label);
                 let v = if merged.is_empty() { f64::NAN } else { merged.value_at_quantile(q) as f64 / 1e6 };
-                self.quantiles.with_label_values(&labels).set(v);
+                self.families.quantiles.with_label_values(&labels).set(v);
             }
         }
     }
+}
+
+impl Families {
+    /// Creates (or finds) the series of one cell, with its state unknown.
+    fn create(&self, labels: &[String]) -> CellSeries {
+        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+        for q in QUANTILES {
+            self.quantiles.with_label_values(&plus(&l, &q.to_string())).set(f64::NAN);
+        }
+        let s = CellSeries {
+            labels: labels.to_vec(),
+            outcomes: OUTCOME_NAMES.iter().map(|o| self.probes.with_label_values(&plus(&l, o))).collect(),
+            roundtrip: self.roundtrip.with_label_values(&l),
+            publish: self.publish.with_label_values(&l),
+            duplicates: self.duplicates.with_label_values(&l),
+            reorders: self.reorders.with_label_values(&l),
+            foreign: self.foreign.with_label_values(&l),
+            late: self.late.with_label_values(&l),
+            corrupt: self.corrupt.with_label_values(&l),
+            state: self.state.with_label_values(&l),
+        };
+        s.state.set(-1);
+        s
+    }
+
+    /// Removes every series of one cell, the error series it may have created included.
+    fn remove(&self, labels: &[String]) {
+        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+        for q in QUANTILES {
+            let _ = self.quantiles.remove_label_values(&plus(&l, &q.to_string()));
+        }
+        for o in OUTCOME_NAMES {
+            let _ = self.probes.remove_label_values(&plus(&l, o));
+        }
+        for stage in ["connect", "publish"] {
+            for kind in ErrorKind::ALL {
+                let _ = self.errors.remove_label_values(&plus(&plus(&l, stage), kind.as_str()));
+            }
+        }
+        let _ = self.roundtrip.remove_label_values(&l);
+        let _ = self.publish.remove_label_values(&l);
+        for c in [&self.duplicates, &self.reorders, &self.foreign, &self.late, &self.corrupt] {
+            let _ = c.remove_label_values(&l);
+        }
+        let _ = self.state.remove_label_values(&l);
+    }
+}
+
+fn plus<'a>(l: &[&'a str], v: &'a str) -> Vec<&'a str> {
+    l.iter().copied().chain([v]).collect()
+}
+
+impl Window {
+    fn new() -> Window {
+        Window { current: hdr(), previous: hdr(), since: Instant::now() }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// 1 µs to 1 h at 2 significant digits: about 2 KiB per histogram.

@@ -3,18 +3,20 @@
 //! verdict, cell states and readiness for the HTTP server. It also writes `--record` files and
 //! logs outcomes without flooding.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossprobe_probes::tracker::Event;
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::config::ValidatedConfig;
+use crate::config::{ConfigError, LoadError, ValidatedConfig};
 use crate::correlator::replay::OutcomeRecord;
 use crate::correlator::{CellState, Correlator};
+use crate::daemon::{Applied, ReloadError};
+use crate::matrix::CellId;
 use crate::scheduler::Report;
 use crate::server::Shared;
 
@@ -54,6 +56,91 @@ impl Reports {
         };
         reports.publish();
         reports
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ValidatedConfig {
+        &self.config
+    }
+
+    /// Checks that `next` can replace the running configuration, and builds its correlator
+    /// with the running one's state carried over. Returns it with, for each cell of the new
+    /// matrix, its index in the running one (a cell is kept when its id and labels are).
+    pub fn prepare_reload(
+        &self,
+        next: &ValidatedConfig,
+    ) -> Result<(Correlator, Vec<Option<usize>>), ReloadError> {
+        let (old, new) = (&self.config.daemon, &next.daemon);
+        let fixed = [
+            ("[daemon] listen", old.listen != new.listen),
+            ("[daemon] instance", old.instance != new.instance),
+            ("[daemon] vantage", old.vantage != new.vantage),
+            ("[daemon] log_format", old.log_format != new.log_format),
+            ("the set of matrix dimensions", self.config.matrix.dimensions() != next.matrix.dimensions()),
+        ];
+        let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(what, _)| *what).collect();
+        if !changed.is_empty() {
+            return Err(ReloadError::NeedsRestart(changed.join(", ")));
+        }
+        let m = &self.config.matrix;
+        let by_id: HashMap<&CellId, usize> = m.cells().iter().enumerate().map(|(i, c)| (&c.id, i)).collect();
+        let previous: Vec<Option<usize>> = next
+            .matrix
+            .cells()
+            .iter()
+            .map(|c| by_id.get(&c.id).copied().filter(|&i| m.cells()[i].labels == c.labels))
+            .collect();
+        let correlator = self.correlator.reconfigured(&next.matrix, &next.correlator, &previous)?;
+        Ok((correlator, previous))
+    }
+
+    /// Switches to a reloaded configuration prepared by [`Reports::prepare_reload`]; the
+    /// workers already follow it.
+    pub fn reconfigure(
+        &mut self,
+        config: ValidatedConfig,
+        correlator: Correlator,
+        previous: &[Option<usize>],
+    ) {
+        self.shared.metrics.reconfigure(&config.matrix, previous);
+        let carry =
+            |old: &[bool]| -> Vec<bool> { previous.iter().map(|p| p.is_some_and(|p| old[p])).collect() };
+        self.reported = carry(&self.reported);
+        self.connected = carry(&self.connected);
+        self.log.last = previous.iter().map(|p| p.and_then(|p| self.log.last[p])).collect();
+        self.config = config;
+        self.correlator = correlator;
+        self.publish();
+    }
+
+    /// Counts and logs the result of a reload: every problem of a refused configuration is
+    /// logged on its own line.
+    pub fn reloaded(&mut self, result: &Result<Applied, ReloadError>) {
+        self.shared.metrics.reloaded(result.is_ok());
+        match result {
+            Ok(applied) => info!(
+                cells = self.config.matrix.len(),
+                added = applied.added,
+                removed = applied.removed,
+                restarted = applied.restarted,
+                unchanged = applied.unchanged,
+                "configuration reloaded"
+            ),
+            Err(ReloadError::Invalid(LoadError::Config(e))) if !e.problems().is_empty() => {
+                let file = match e {
+                    ConfigError::Invalid { file, .. } => file.as_path(),
+                    ConfigError::Read { path, .. } => path.as_path(),
+                };
+                for p in e.problems() {
+                    error!(problem = %p.render(file), "configuration reload refused");
+                }
+                error!(
+                    problems = e.problems().len(),
+                    "configuration reload refused; the running configuration stays"
+                );
+            }
+            Err(e) => error!(error = %e, "configuration reload refused; the running configuration stays"),
+        }
     }
 
     /// Takes one worker report.

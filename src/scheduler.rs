@@ -23,7 +23,8 @@ use crate::config::ProbeSettings;
 /// Something a cell's worker observed.
 #[derive(Debug, Clone, Copy)]
 pub struct Report {
-    /// Index of the cell in the matrix.
+    /// Index of the cell in the matrix (as [`crate::daemon::Probing::next`] hands it out; a
+    /// worker itself sends the slot it was started with, which `next` translates).
     pub cell: usize,
     pub at: Instant,
     pub event: Event,
@@ -69,14 +70,15 @@ type Publish<'a> = Pin<
     Box<dyn Future<Output = (u64, Instant, Result<(), crossprobe_probes::backend::ProbeError>)> + Send + 'a>,
 >;
 
-/// Runs one cell until `cancel` (then drains its probes in flight) or `max_probes`.
+/// Runs one cell until `cancel` (then drains its probes in flight) or `max_probes`. Returns the
+/// tracker, so a worker restarted by a reload continues its sequence.
 pub async fn worker<B: CellBackend>(
     backend: &B,
     mut deliveries: Deliveries,
     mut spec: WorkerSpec,
     out: mpsc::Sender<Report>,
     cancel: CancellationToken,
-) {
+) -> Tracker {
     let interval = spec.settings.interval;
     let timeout = spec.settings.timeout;
     let start = tokio::time::Instant::now() + spec.phase;
@@ -156,6 +158,8 @@ pub async fn worker<B: CellBackend>(
     if let Some(g) = &spec.gauges {
         g.in_flight.sub(mine_in_flight);
     }
+    drop(publishes);
+    spec.tracker
 }
 
 /// The runtime's clock as a std instant, so tests with a paused clock see consistent times.

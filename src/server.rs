@@ -1,6 +1,7 @@
 //! The HTTP surface: `/metrics` (Prometheus text format), `/verdict` (the correlator's answer
 //! with its evidence and every cell's state, as JSON), `/healthz` (the process answers) and
-//! `/readyz` (every cell has reported and every client has connected at least once).
+//! `/readyz` (every cell has reported and every client has connected at least once), and
+//! `POST /-/reload` (read the configuration file again, like SIGHUP).
 //!
 //! Handlers only read what the daemon's report task published; they never touch the
 //! correlator's tables. The server is stopped last, so the final scrape sees final counts.
@@ -11,11 +12,13 @@ use std::sync::{Arc, RwLock};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::daemon::{request_reload, ReloadRequest};
 use crate::metrics::Metrics;
 
 /// What the handlers serve, published by the daemon's report task.
@@ -25,6 +28,8 @@ pub struct Shared {
     pub verdict: RwLock<String>,
     /// `None` when ready, otherwise why not.
     pub not_ready: RwLock<Option<String>>,
+    /// Where `POST /-/reload` asks the report task for a reload.
+    pub reload: mpsc::Sender<ReloadRequest>,
 }
 
 /// The routes over `shared`.
@@ -34,6 +39,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/verdict", get(verdict))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/-/reload", post(reload))
         .with_state(shared)
 }
 
@@ -65,5 +71,14 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     match s.not_ready.read().expect("readiness lock").clone() {
         None => (StatusCode::OK, "ready\n".to_owned()).into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+/// Reloads the configuration like SIGHUP: 200 with what changed, or 500 with why the running
+/// configuration stays (every problem of an invalid file, one per line), like Prometheus.
+async fn reload(State(s): State<Arc<Shared>>) -> Response {
+    match request_reload(&s.reload).await {
+        Ok(applied) => (StatusCode::OK, format!("reloaded: {applied}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}\n")).into_response(),
     }
 }

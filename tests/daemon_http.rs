@@ -29,7 +29,9 @@ async fn the_daemon_serves_its_verdict_metrics_and_readiness_and_follows_a_real_
     let (toml, _) = local_matrix(b, &FAST);
     let config = parse(&toml);
     let record = tempfile_path("record.jsonl");
-    let d = Daemon::start(config, RunOptions { record: Some(record.clone()) }).await.unwrap();
+    let d = Daemon::start(config, RunOptions { record: Some(record.clone()), ..Default::default() })
+        .await
+        .unwrap();
 
     assert_eq!(http_get(d.addr(), "/healthz").unwrap().0, 200);
     eventually("ready", Duration::from_secs(30), || match http_get(d.addr(), "/readyz") {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -262,6 +263,19 @@ impl AmqpCell {
 }
 
 impl AmqpCell {
+    /// Retires the cell (a configuration reload removed it): deletes its queue and closes its
+    /// channel, which ends its consumer loop. Best effort, bounded by the timeout; a queue left
+    /// behind expires on its own (`x-expires`).
+    pub async fn retire(&self) {
+        let Some(ch) = self.channel.lock().expect("channel lock").take() else { return };
+        let retire = async {
+            let _ = ch.queue_delete(self.queue.name.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = ch.close(200, "crossprobe cell removed".into()).await;
+        };
+        let _ = tokio::time::timeout(self.node.config.timeout, retire).await;
+        debug!(queue = %self.queue.name, "amqp cell retired");
+    }
+
     /// Waits for the connection's first attempt and opens the channel, so the first probe
     /// measures the broker rather than the set-up.
     pub async fn prepare(&self) -> Result<(), ProbeError> {

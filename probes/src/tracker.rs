@@ -87,6 +87,13 @@ impl Tracker {
         }
     }
 
+    /// Applies a new probe timeout (a configuration reload), to probes in flight too. The
+    /// sequence, duplicate window and probes in flight carry over, so a restarted worker picks
+    /// up where the previous one stopped.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Starts a probe at `now`: returns the header to encode and publish.
     pub fn start(&mut self, now: Instant) -> Header {
         let seq = self.next_seq;

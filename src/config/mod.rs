@@ -59,6 +59,36 @@ impl ValidatedConfig {
     }
 }
 
+/// Where a daemon's configuration comes from: read at start and again on every reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// `--shard I/N`: keep only this shard's cells.
+    pub shard: Option<Shard>,
+}
+
+/// Why a configuration source gave no configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}: {source}", path.display())]
+    Shard { path: PathBuf, source: ShardError },
+}
+
+impl ConfigSource {
+    /// Reads, validates and shards the file.
+    pub fn load(&self) -> Result<ValidatedConfig, LoadError> {
+        let config = ValidatedConfig::load(&self.path)?;
+        match self.shard {
+            None => Ok(config),
+            Some(shard) => {
+                config.shard(shard).map_err(|source| LoadError::Shard { path: self.path.clone(), source })
+            }
+        }
+    }
+}
+
 /// `[daemon]`: settings of the process itself.
 #[derive(Debug, Clone)]
 pub struct Daemon {

@@ -55,6 +55,17 @@ impl Hysteresis {
         }
     }
 
+    /// The same tracks under new settings and a new scope index (a reload): `map` gives each
+    /// scope's id in the new index, or `None` when the scope no longer exists (its track is
+    /// dropped). Activation and resolution counts carry over.
+    pub fn carried(&self, s: &CorrelatorSettings, map: impl Fn(ScopeId) -> Option<ScopeId>) -> Hysteresis {
+        let mut next = Hysteresis::new(s);
+        next.tracks = self.tracks.iter().filter_map(|(&id, t)| Some((map(id)?, t.clone()))).collect();
+        next.activations = self.activations;
+        next.resolutions = self.resolutions;
+        next
+    }
+
     /// Applies one tick's explanation; `tick` must increase by one per call, starting at 1.
     pub fn update(&mut self, tick: u64, chosen: impl IntoIterator<Item = ScopeId>) {
         for s in chosen {

@@ -25,6 +25,8 @@ pub mod window;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod reloads;
+#[cfg(test)]
 mod scenarios;
 #[cfg(test)]
 mod testkit;

@@ -142,6 +142,34 @@ impl Correlator {
         })
     }
 
+    /// The correlator of a reloaded configuration, keeping this one's state wherever it still
+    /// applies: `previous[i]` is the index in the old matrix of new cell `i` (`None` for a new
+    /// cell). Kept cells keep their windows; scopes that still exist (the same dimension values)
+    /// keep their hysteresis; the tick count and the quorum streak go on. New thresholds apply
+    /// from the next outcome and tick.
+    pub fn reconfigured(
+        &self,
+        matrix: &Matrix,
+        settings: &CorrelatorSettings,
+        previous: &[Option<usize>],
+    ) -> Result<Correlator, CorrelatorError> {
+        let mut next = Correlator::new(matrix, settings)?;
+        for (window, p) in next.windows.iter_mut().zip(previous) {
+            if let Some(w) = p.and_then(|p| self.windows.get(p)) {
+                *window = w.rewindowed(&next.window);
+            }
+        }
+        let (old, new) = (&self.index, &next.index);
+        next.hysteresis = self.hysteresis.carried(settings, |s| {
+            let labels: Vec<(&str, &str)> = old.labels(s).collect();
+            new.find(&labels)
+        });
+        next.tick = self.tick;
+        next.quorum_streak = self.quorum_streak;
+        next.verdict = Verdict { total_cells: matrix.len(), ..self.verdict.clone() };
+        Ok(next)
+    }
+
     /// Adds the outcome of one probe of cell `cell` (its index in the matrix).
     pub fn record(&mut self, cell: usize, outcome: &Outcome) -> Result<CellState, CorrelatorError> {
         let cells = self.windows.len();

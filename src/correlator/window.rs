@@ -95,6 +95,15 @@ impl CellWindow {
         self.state
     }
 
+    /// The same history under new settings (a reload): a shorter window forgets the oldest
+    /// outcomes; the state stands until the next outcome is judged by the new thresholds.
+    pub fn rewindowed(mut self, s: &WindowSettings) -> CellWindow {
+        let mask = if s.window >= MAX_WINDOW { u64::MAX } else { (1u64 << s.window) - 1 };
+        self.failed &= mask;
+        self.held = self.held.min(s.window);
+        self
+    }
+
     /// Outcomes in the window (the denominator of the cell's failure ratio).
     pub fn attempts(&self) -> u32 {
         self.held

@@ -167,3 +167,79 @@ fn readme_metrics_table_matches_the_registry() {
         .collect();
     assert_eq!(documented, rendered, "README metrics table (left) differs from the registry (right)");
 }
+
+#[test]
+fn a_reload_keeps_kept_cells_series_and_removes_the_others() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
+            .unwrap();
+    let before = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap().matrix;
+    let m = Metrics::new(Registry::new(), &before, Duration::from_millis(500)).unwrap();
+    let failed = ProbeResult {
+        seq: 1,
+        outcome: Outcome::ConnectFailed(ErrorKind::Refused),
+        publish: None,
+        roundtrip: None,
+    };
+    let ok = ProbeResult {
+        seq: 2,
+        outcome: Outcome::Ok,
+        publish: None,
+        roundtrip: Some(Duration::from_millis(3)),
+    };
+    for cell in 0..before.len() {
+        m.record(cell, &Event::Done(failed));
+        m.record(cell, &Event::Done(ok));
+    }
+    // Without zone c (4 cells), cells in reverse order: every kept cell moves.
+    let az = before.dimension_index("az").unwrap();
+    let kept = before.filtered(|c| c.labels[az] != "c");
+    let after = Matrix::new(before.dimensions().to_vec(), kept.cells().iter().rev().cloned().collect());
+    let previous: Vec<Option<usize>> =
+        after.cells().iter().map(|c| before.cells().iter().position(|o| o.id == c.id)).collect();
+    m.reconfigure(&after, &previous);
+    m.record(0, &Event::Done(ok));
+    let text = m.render();
+    assert!(!text.contains("az=\"c\""), "zone c series should be gone:\n{text}");
+    let ok_of = |labels: &[(&str, &str)]| {
+        let s = series("crossprobe_probes_total", labels, &[("outcome", "ok")]);
+        line(&text, &format!("{s} ")).unwrap_or_else(|| panic!("missing {s}")).to_owned()
+    };
+    // after[0] is the last kept cell of the old order: its count went on from 1 to 2.
+    let last: Vec<(&str, &str)> = before
+        .dimensions()
+        .iter()
+        .map(String::as_str)
+        .zip(after.cells()[0].labels.iter().map(String::as_str))
+        .collect();
+    assert!(ok_of(&last).ends_with(" 2"), "{}", ok_of(&last));
+    assert!(ok_of(&CELL0).ends_with(" 1"), "{}", ok_of(&CELL0));
+    let errors =
+        series("crossprobe_probe_errors_total", &CELL0, &[("kind", "refused"), ("stage", "connect")]);
+    assert!(line(&text, &format!("{errors} ")).is_some_and(|l| l.ends_with(" 1")), "{errors} kept");
+    assert_eq!(text.lines().filter(|l| l.starts_with("crossprobe_cell_state{")).count(), 8);
+    assert_eq!(text.lines().filter(|l| l.starts_with("crossprobe_probe_errors_total{")).count(), 8);
+
+    // Zone c back: fresh series from zero.
+    let previous: Vec<Option<usize>> =
+        before.cells().iter().map(|c| after.cells().iter().position(|o| o.id == c.id)).collect();
+    m.reconfigure(&before, &previous);
+    let text = m.render();
+    let c0: Vec<(&str, &str)> =
+        vec![("az", "c"), ("tenant", "acme"), ("protocol", "kafka"), ("broker", "kafka-c")];
+    let s = series("crossprobe_probes_total", &c0, &[("outcome", "ok")]);
+    assert!(line(&text, &format!("{s} ")).is_some_and(|l| l.ends_with(" 0")), "{s} starts at 0:\n{text}");
+}
+
+#[test]
+fn reloads_are_counted_and_a_failure_sets_the_success_gauge_to_0() {
+    let m = metrics();
+    m.reloaded(true);
+    m.reloaded(false);
+    let text = m.render();
+    assert!(text.contains("crossprobe_config_last_reload_success 0"));
+    assert!(text.contains("crossprobe_config_reloads_total{result=\"failure\"} 1"));
+    assert!(text.contains("crossprobe_config_reloads_total{result=\"success\"} 1"));
+    m.reloaded(true);
+    assert!(m.render().contains("crossprobe_config_last_reload_success 1"));
+}

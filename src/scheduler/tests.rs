@@ -73,7 +73,9 @@ fn start(script: Script, phase: Duration, max_probes: Option<u64>) -> Run {
     };
     let task = {
         let (fake, cancel) = (fake.clone(), cancel.clone());
-        tokio::spawn(async move { worker(&*fake, rx, spec, out, cancel).await })
+        tokio::spawn(async move {
+            worker(&*fake, rx, spec, out, cancel).await;
+        })
     };
     Run { fake, reports, cancel, task }
 }

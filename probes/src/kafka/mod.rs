@@ -138,7 +138,11 @@ impl KafkaCluster {
                         // counted once.
                         let payload = m.payload().unwrap_or_default();
                         let key = crate::payload::peek_cell(payload);
-                        let target = cells.iter().find(|(k, _)| Some(*k) == key).or(cells.first());
+                        // Senders of cells that stopped (a reload removed or restarted them)
+                        // are skipped, so their successors on the same key receive.
+                        let mut open = cells.iter().filter(|(_, tx)| !tx.is_closed());
+                        let first = open.clone().next();
+                        let target = open.find(|(k, _)| Some(*k) == key).or(first);
                         if let Some((_, tx)) = target {
                             forward(tx, payload);
                         }
