@@ -171,10 +171,22 @@ pub fn parse(toml: &str) -> crossprobe::config::ValidatedConfig {
 /// A plain HTTP/1.1 GET on loopback: status and body. Enough for our endpoints and
 /// Prometheus's API, without an HTTP client dependency.
 pub fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    http(addr, "GET", path_and_query)
+}
+
+/// A bodiless HTTP/1.1 request of any method, like [`http_get`].
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path_and_query: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(s, "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
