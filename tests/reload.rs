@@ -135,6 +135,11 @@ async fn sighup_adds_and_removes_cells_and_a_broken_file_keeps_the_old_matrix() 
     let before = value(&metrics(addr).unwrap(), "crossprobe_probes_total", &kept).unwrap();
     assert!(before > 0.0);
 
+    if b.ctl().is_some() {
+        let queues = rabbit_c_queues();
+        assert!(queues.contains(&format!("test-{id}")), "rabbit-c has this run's probe queues:\n{queues}");
+    }
+
     // Zone c's RabbitMQ target out, a Kafka-only tenant in: 12 - 2 + 3 = 13 cells.
     let edited = without_target(&toml, "rabbit-c")
         + &format!("[[tenants]]\nname = \"initech\"\nkafka = {{ topic = \"crossprobe-initech-{id}\" }}\n");
