@@ -343,6 +343,8 @@ pub struct RunOptions {
     /// Where the configuration came from, to read it again on reload; without it, reloads are
     /// refused.
     pub source: Option<ConfigSource>,
+    /// Read the source file this often and reload when its content changed (`--watch-config`).
+    pub watch: Option<Duration>,
 }
 
 /// Why a reload left the running configuration in place.
@@ -422,7 +424,14 @@ impl Daemon {
         let reports = Reports::new(config, correlator, shared, record);
         let stop = CancellationToken::new();
         let task = tokio::spawn(report_loop(
-            ReportLoop { probing, reports, source: options.source, reload_requests },
+            ReportLoop {
+                probing,
+                reports,
+                watched: options.source.as_ref().map(|s| content_hash(&s.path)),
+                source: options.source,
+                watch: options.watch,
+                reload_requests,
+            },
             stop.clone(),
             server_stop,
             server,
@@ -464,6 +473,9 @@ struct ReportLoop {
     probing: Probing,
     reports: Reports,
     source: Option<ConfigSource>,
+    watch: Option<Duration>,
+    /// Hash of the source file's content when it was last loaded or tried.
+    watched: Option<u64>,
     reload_requests: mpsc::Receiver<ReloadRequest>,
 }
 
@@ -473,12 +485,30 @@ impl ReportLoop {
     /// changes.
     fn reload(&mut self) -> Result<Applied, ReloadError> {
         let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
+        self.watched = Some(content_hash(&source.path));
         let config = source.load()?;
         let (correlator, previous) = self.reports.prepare_reload(&config)?;
         let applied = self.probing.apply(&config)?;
         self.reports.reconfigure(config, correlator, &previous);
         Ok(applied)
     }
+
+    /// Whether the watched file's content differs from what was last loaded or tried, so a
+    /// broken file is reported once, not at every look.
+    fn source_changed(&self) -> bool {
+        match (&self.source, self.watched) {
+            (Some(source), Some(seen)) => content_hash(&source.path) != seen,
+            _ => false,
+        }
+    }
+}
+
+/// A hash of a file's content; 0 when it cannot be read (a reload then reports why).
+fn content_hash(path: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// Feeds reports to the correlator and metrics, evaluates every tick, applies reloads; on stop,
@@ -497,23 +527,36 @@ async fn report_loop(
     };
     let mut tick = lp.reports.config().correlator.tick;
     let mut ticker = new_ticker(tick);
+    let mut watch = new_ticker(lp.watch.unwrap_or(Duration::from_secs(3600)));
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             _ = stop.cancelled() => break,
-            Some(report) = lp.probing.next() => lp.reports.handle(&report),
-            Some(reply) = lp.reload_requests.recv() => {
-                let result = lp.reload();
-                lp.reports.reloaded(&result);
-                if lp.reports.config().correlator.tick != tick {
-                    tick = lp.reports.config().correlator.tick;
-                    ticker = new_ticker(tick);
+            Some(report) = lp.probing.next() => {
+                lp.reports.handle(&report);
+                continue;
+            }
+            Some(reply) = lp.reload_requests.recv() => Some(reply),
+            _ = watch.tick(), if lp.watch.is_some() => {
+                if !lp.source_changed() {
+                    continue;
                 }
-                let _ = reply.send(result);
+                info!("the configuration file changed: reloading");
+                None
             }
             _ = ticker.tick() => {
                 lp.reports.set_reconnects(lp.probing.backends.reconnects());
                 lp.reports.tick();
+                continue;
             }
+        };
+        let result = lp.reload();
+        lp.reports.reloaded(&result);
+        if lp.reports.config().correlator.tick != tick {
+            tick = lp.reports.config().correlator.tick;
+            ticker = new_ticker(tick);
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
         }
     }
     lp.reload_requests.close();

@@ -45,6 +45,10 @@ enum Command {
         /// Also write every probe outcome to FILE as JSON lines, the input format of `replay`.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Read the configuration file this often (e.g. "5s") and reload it when its content
+        /// changed, as SIGHUP does. Follows symlink swaps such as Kubernetes ConfigMap updates.
+        #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
+        watch_config: Option<std::time::Duration>,
         #[command(flatten)]
         shard: ShardArg,
     },
@@ -120,7 +124,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Run { config: path, record, shard } => {
+        Command::Run { config: path, record, shard, watch_config } => {
             let config = match load_shard(&path, shard) {
                 Ok(config) => config,
                 Err(code) => return code,
@@ -130,7 +134,7 @@ fn main() -> ExitCode {
             match runtime().and_then(|rt| {
                 Ok(rt.block_on(crossprobe::daemon::run(
                     config,
-                    RunOptions { record, source: Some(source(&path, shard)) },
+                    RunOptions { record, source: Some(source(&path, shard)), watch: watch_config },
                 ))?)
             }) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -208,6 +212,14 @@ fn log_shard(shard: ShardArg, config: &ValidatedConfig) {
     if let Some(shard) = shard.shard {
         tracing::info!(shard = %shard, cells = config.matrix.len(), "probing one shard of the matrix");
     }
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. \"5s\")"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(d)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -317,3 +317,40 @@ async fn post_reload_changes_thresholds_and_settings_during_a_fault_keeping_stat
     daemon.stop();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_file_is_reloaded_when_its_content_changes() {
+    let b = brokers();
+    let _x = exclusive().await;
+    let (toml, id) = local_matrix(b, &FAST);
+    let file = ConfigFile::new(&id, &toml);
+    let options = RunOptions {
+        source: Some(ConfigSource { path: file.0.clone(), shard: None }),
+        watch: Some(Duration::from_millis(200)),
+        ..Default::default()
+    };
+    let daemon = Daemon::start(parse(&toml), options).await.unwrap();
+    let addr = daemon.addr();
+    let reloads = |result: &str| {
+        value(&metrics(addr).unwrap(), "crossprobe_config_reloads_total", &[("result", result)])
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(reloads("success"), Some(0.0), "an unchanged file is not reloaded");
+
+    file.write(&without_target(&toml, "kafka-c"));
+    eventually("the edit is applied", Duration::from_secs(10), || {
+        let states = cell_states(&verdict(addr)?);
+        (states.len() == 10).then_some(()).ok_or(format!("{states:?}"))
+    })
+    .await;
+    // A broken edit is tried once, not at every look.
+    file.write("[daemon\n");
+    eventually("the broken edit is refused", Duration::from_secs(10), || {
+        (reloads("failure") == Some(1.0)).then_some(()).ok_or(format!("{:?}", reloads("failure")))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((reloads("success"), reloads("failure")), (Some(1.0), Some(1.0)));
+    daemon.stop();
+    daemon.wait().await.unwrap();
+}
