@@ -262,6 +262,9 @@ fn systemd_unit_runs_the_daemon_sandboxed() {
     ] {
         assert!(settings.contains(line), "crossprobe.service lacks `{line}`");
     }
-    // The daemon has no SIGHUP handler yet: a reload would kill it.
-    assert!(!settings.iter().any(|l| l.starts_with("ExecReload")), "no ExecReload until hot reload exists");
+    // SIGHUP reloads the configuration in place.
+    assert!(
+        settings.contains(&"ExecReload=/bin/kill -HUP $MAINPID"),
+        "crossprobe.service reloads with SIGHUP"
+    );
 }

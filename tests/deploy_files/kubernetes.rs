@@ -81,6 +81,11 @@ fn each_zone_has_a_deployment_pinned_to_it_and_probed_on_health_paths() {
         assert!(zones.insert(zone.to_owned()), "{name}: zone {zone} has two Deployments");
 
         let c = &spec["containers"][0];
+        // ConfigMap edits reach the pod only through a directory mount (not subPath), and are
+        // applied by --watch-config.
+        let args: Vec<&str> = c["args"].as_vec().into_iter().flatten().filter_map(Yaml::as_str).collect();
+        assert!(args.windows(2).any(|w| w[0] == "--watch-config"), "{name}: run --watch-config: {args:?}");
+        assert!(c["volumeMounts"][0]["subPath"].is_badvalue(), "{name}: the config is not a subPath mount");
         let port = &c["ports"][0];
         assert_eq!((str_of(&port["name"], name), port["containerPort"].as_i64()), ("metrics", Some(9464)));
         for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
