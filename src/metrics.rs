@@ -187,7 +187,7 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let reload_success = gauge(
             "crossprobe_config_last_reload_success",
-            "1 if the configuration in use loaded successfully.",
+            "1 if the last configuration load (start-up or reload) succeeded, 0 after a refused reload.",
         )?;
         reload_success.set(1);
         let reload_success_time = Gauge::new(

@@ -230,6 +230,11 @@ impl Reports {
             "cells": cells,
         });
         *self.shared.verdict.write().expect("verdict lock") = document.to_string();
+        // Readiness is about start-up: once every cell has reported, cells a reload adds later
+        // do not take the daemon out of its Service (they show as unknown meanwhile).
+        if self.shared.not_ready.read().expect("readiness lock").is_none() {
+            return;
+        }
         let silent = self.reported.iter().filter(|r| !**r).count();
         let unconnected = self.connected.iter().filter(|c| !**c).count();
         let not_ready = match (silent, unconnected) {
