@@ -153,6 +153,7 @@ async fn sighup_adds_and_removes_cells_and_a_broken_file_keeps_the_old_matrix() 
     })
     .await;
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon kept running");
+    assert_eq!(http_get(addr, "/readyz").unwrap().0, 200, "new cells do not make the daemon unready");
     assert_eq!(value(&text, "crossprobe_config_last_reload_success", &[]), Some(1.0));
     assert!(!text.contains("broker=\"rabbit-c\""), "rabbit-c's series are removed:\n{text}");
     let after = value(&text, "crossprobe_probes_total", &kept).unwrap();
