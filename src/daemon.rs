@@ -210,7 +210,7 @@ impl Daemon {
         let server = tokio::spawn(server::serve(listener, shared.clone(), web, server_stop.clone()));
         info!(
             listen = %addr,
-            scheme,
+            scheme = %scheme,
             instance = %config.daemon.instance,
             vantage = %config.daemon.vantage.as_deref().unwrap_or("none"),
             cells = config.matrix.len(),
