@@ -52,6 +52,8 @@ pub enum DaemonError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Correlator(#[from] crate::correlator::CorrelatorError),
+    #[error("cannot serve HTTPS")]
+    Tls(#[from] crate::web::tls::TlsError),
 }
 
 /// Without `RUST_LOG`: INFO, but lapin's own logs off, since it logs every broker disconnect
@@ -378,6 +380,7 @@ pub struct Daemon {
 impl Daemon {
     /// Binds the HTTP address, then starts probing. Returns once everything runs.
     pub async fn start(config: ValidatedConfig, options: RunOptions) -> Result<Daemon, DaemonError> {
+        let web = crate::web::Web::load(&config.daemon.web)?;
         let listener = server::bind(config.daemon.listen)
             .await
             .map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
@@ -402,9 +405,11 @@ impl Daemon {
             reload: reload.clone(),
         });
         let server_stop = CancellationToken::new();
-        let server = tokio::spawn(server::serve(listener, shared.clone(), server_stop.clone()));
+        let scheme = web.scheme();
+        let server = tokio::spawn(server::serve(listener, shared.clone(), web, server_stop.clone()));
         info!(
             listen = %addr,
+            scheme = %scheme,
             instance = %config.daemon.instance,
             vantage = %config.daemon.vantage.as_deref().unwrap_or("none"),
             cells = config.matrix.len(),

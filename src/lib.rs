@@ -13,6 +13,7 @@
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
 //! - [`daemon`]: the long-running process and `once`: workers, report handling, orderly stop.
 //! - [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`.
+//! - [`web`]: `[daemon.web]`: HTTPS and basic auth for those endpoints, as Prometheus exporters.
 //! - [`shutdown`]: the cancellation tree and task tracker every task hangs off.
 
 #![forbid(unsafe_code)]
@@ -29,3 +30,4 @@ pub mod scheduler;
 pub mod server;
 pub mod shard;
 pub mod shutdown;
+pub mod web;

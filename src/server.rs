@@ -5,6 +5,7 @@
 //!
 //! Handlers only read what the daemon's report task published; they never touch the
 //! correlator's tables. The server is stopped last, so the final scrape sees final counts.
+//! `[daemon.web]` (TLS, basic auth) wraps the routes and the listener in `crate::web`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::{request_reload, ReloadRequest};
 use crate::metrics::Metrics;
+use crate::web::Web;
 
 /// What the handlers serve, published by the daemon's report task.
 pub struct Shared {
@@ -48,13 +50,15 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `stop` is cancelled, then finishes the requests in progress.
+/// Serves until `stop` is cancelled, then finishes the requests in progress; over HTTPS and
+/// behind basic auth when `web` says so.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    web: Web,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared)).with_graceful_shutdown(stop.cancelled_owned()).await
+    web.serve(listener, router(shared), stop).await
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {

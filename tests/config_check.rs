@@ -94,6 +94,15 @@ fn an_inline_password_is_never_echoed() {
 }
 
 #[test]
+fn basic_auth_values_are_never_echoed() {
+    let out = crossprobe(&["check", "--config", "tests/config/invalid/web_not_bcrypt.toml"]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("is not a bcrypt hash"), "the problem should be reported: {all}");
+    assert!(!all.contains("hunter2"), "a password written in place of its hash leaked: {all}");
+    assert!(!all.contains("WmFz0yq1"), "a hash leaked into the output: {all}");
+}
+
+#[test]
 fn usage_errors_exit_64_and_version_exits_0() {
     let out = crossprobe(&["check"]);
     assert_eq!(out.status.code(), Some(64), "missing --config must be a usage error");

@@ -10,6 +10,7 @@ mod raw;
 mod targets;
 mod validate;
 mod values;
+mod web;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use crossprobe_probes::Protocol;
 pub use error::{ConfigError, Problem};
+pub use web::{PasswordHash, TlsFiles, WebSettings};
 
 use crate::matrix::Matrix;
 use crate::shard::{Shard, ShardError};
@@ -101,6 +103,8 @@ pub struct Daemon {
     /// carries `vantage="<value>"`, so Prometheus can compare what daemons in different zones
     /// see (`deploy/prometheus/crossprobe-vantage-rules.yml`).
     pub vantage: Option<String>,
+    /// `[daemon.web]`: TLS and basic authentication of the HTTP server.
+    pub web: WebSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

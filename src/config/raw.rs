@@ -37,6 +37,17 @@ pub struct RawDaemon {
     pub instance: Option<Str>,
     pub log_format: Option<Str>,
     pub vantage: Option<Str>,
+    pub web: Option<RawWeb>,
+}
+
+/// `[daemon.web]`, keys as in Prometheus's exporter web config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    pub tls_cert_file: Option<Str>,
+    pub tls_key_file: Option<Str>,
+    pub tls_client_ca_file: Option<Str>,
+    pub basic_auth_users: Option<BTreeMap<String, Str>>,
 }
 
 /// Probe settings: the defaults under `[probe]`, and the per-target overrides.

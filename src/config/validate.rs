@@ -71,7 +71,8 @@ fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
         values::name(p, "daemon.vantage", s);
         s.get_ref().clone()
     });
-    Daemon { listen, instance, log_format, vantage }
+    let web = super::web::web(p, raw.web.as_ref());
+    Daemon { listen, instance, log_format, vantage, web }
 }
 
 /// The host name, so replicas on different hosts differ without configuration.
