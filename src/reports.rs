@@ -76,6 +76,7 @@ impl Reports {
             ("[daemon] instance", old.instance != new.instance),
             ("[daemon] vantage", old.vantage != new.vantage),
             ("[daemon] log_format", old.log_format != new.log_format),
+            ("[daemon.web]", old.web != new.web),
             ("the set of matrix dimensions", self.config.matrix.dimensions() != next.matrix.dimensions()),
         ];
         let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(what, _)| *what).collect();
