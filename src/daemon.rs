@@ -400,6 +400,7 @@ impl Daemon {
             verdict: RwLock::new(String::new()),
             not_ready: RwLock::new(Some("starting".into())),
             reload: reload.clone(),
+            history: Default::default(),
         });
         let server_stop = CancellationToken::new();
         let server = tokio::spawn(server::serve(listener, shared.clone(), server_stop.clone()));
