@@ -389,9 +389,11 @@ impl Metrics {
     }
 
     fn refresh_quantiles(&self) {
+        // Cells before windows, as in `record` and `reconfigure`: the other order can deadlock
+        // a scrape against a reload.
+        let cells = self.cells.read().expect("cells lock");
         let mut windows = self.windows.lock().expect("windows lock");
         let now = Instant::now();
-        let cells = self.cells.read().expect("cells lock");
         for (w, s) in windows.iter_mut().zip(cells.iter()) {
             w.rotate(now);
             let mut merged = w.previous.clone();
