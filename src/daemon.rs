@@ -403,6 +403,7 @@ impl Daemon {
             verdict: RwLock::new(String::new()),
             not_ready: RwLock::new(Some("starting".into())),
             reload: reload.clone(),
+            history: Default::default(),
         });
         let server_stop = CancellationToken::new();
         let scheme = web.scheme();

@@ -12,7 +12,8 @@
 //! - [`shard`]: `--shard I/N`, one replica's deterministic part of a large matrix.
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
 //! - [`daemon`]: the long-running process and `once`: workers, report handling, orderly stop.
-//! - [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`.
+//! - [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`, the status page.
+//! - [`status`]: the status page at `/`, its document, verdicts in plain words, verdict history.
 //! - [`web`]: `[daemon.web]`: HTTPS and basic auth for those endpoints, as Prometheus exporters.
 //! - [`shutdown`]: the cancellation tree and task tracker every task hangs off.
 
@@ -30,4 +31,5 @@ pub mod scheduler;
 pub mod server;
 pub mod shard;
 pub mod shutdown;
+pub mod status;
 pub mod web;

@@ -357,16 +357,45 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    fn refresh_quantiles(&self) {
+    /// Round-trip quantiles of ok probes over the same window as
+    /// `crossprobe_roundtrip_window_seconds`, per distinct combination of the values of `dims`
+    /// (dimension names; those the matrix lacks are ignored), in order of those values.
+    pub fn roundtrip_window_by(&self, dims: &[&str], quantiles: &[f64]) -> Vec<GroupWindow> {
+        let picked: Vec<(usize, &String)> =
+            self.dimensions.iter().enumerate().filter(|(_, d)| dims.contains(&d.as_str())).collect();
+        let mut groups: std::collections::BTreeMap<Vec<&str>, Hdr<u64>> = Default::default();
+        let cells = self.cells.read().expect("cells lock");
         let mut windows = self.windows.lock().expect("windows lock");
         let now = Instant::now();
-        let cells = self.cells.read().expect("cells lock");
         for (w, s) in windows.iter_mut().zip(cells.iter()) {
-            if now.duration_since(w.since) >= QUANTILE_WINDOW {
-                std::mem::swap(&mut w.current, &mut w.previous);
-                w.current.reset();
-                w.since = now;
-            }
+            w.rotate(now);
+            let key: Vec<&str> = picked.iter().map(|&(i, _)| s.labels[i].as_str()).collect();
+            let merged = groups.entry(key).or_insert_with(hdr);
+            let _ = merged.add(&w.previous);
+            let _ = merged.add(&w.current);
+        }
+        groups
+            .into_iter()
+            .map(|(key, h)| GroupWindow {
+                labels: picked.iter().zip(key).map(|(&(_, d), v)| (d.clone(), v.to_owned())).collect(),
+                samples: h.len(),
+                seconds: if h.is_empty() {
+                    Vec::new()
+                } else {
+                    quantiles.iter().map(|&q| h.value_at_quantile(q) as f64 / 1e6).collect()
+                },
+            })
+            .collect()
+    }
+
+    fn refresh_quantiles(&self) {
+        // Cells before windows, as in `record` and `reconfigure`: the other order can deadlock
+        // a scrape against a reload.
+        let cells = self.cells.read().expect("cells lock");
+        let mut windows = self.windows.lock().expect("windows lock");
+        let now = Instant::now();
+        for (w, s) in windows.iter_mut().zip(cells.iter()) {
+            w.rotate(now);
             let mut merged = w.previous.clone();
             let _ = merged.add(&w.current);
             for q in QUANTILES {
@@ -434,10 +463,30 @@ impl Window {
     fn new() -> Window {
         Window { current: hdr(), previous: hdr(), since: Instant::now() }
     }
+
+    /// Starts a new window once the current one is [`QUANTILE_WINDOW`] old, keeping the last.
+    fn rotate(&mut self, now: Instant) {
+        if now.duration_since(self.since) >= QUANTILE_WINDOW {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.reset();
+            self.since = now;
+        }
+    }
 }
 
 fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Round trips of one group of cells over the quantile window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupWindow {
+    /// The group's `(dimension, value)` pairs, in dimension order.
+    pub labels: Vec<(String, String)>,
+    /// Ok probes in the window.
+    pub samples: u64,
+    /// The requested quantiles in seconds, in request order; empty without samples.
+    pub seconds: Vec<f64>,
 }
 
 /// 1 µs to 1 h at 2 significant digits: about 2 KiB per histogram.

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossprobe_probes::tracker::Event;
 use serde_json::json;
@@ -215,6 +215,9 @@ impl Reports {
             info!(verdict = level.as_str(), rule = %verdict.rule, scopes = %scopes.join(" "), "verdict changed");
             self.last_level = Some(level.as_str());
         }
+        let unknown = states.iter().filter(|s| **s == CellState::Unknown).count();
+        let explanation = crate::status::words::explain(verdict, unknown);
+        self.shared.history.lock().expect("history lock").observe(SystemTime::now(), verdict, &explanation);
         let cells: Vec<_> = m
             .cells()
             .iter()
@@ -226,6 +229,7 @@ impl Reports {
             .collect();
         let document = json!({
             "verdict": level.as_str(),
+            "explanation": explanation,
             "scopes": verdict.scope_labels(),
             "evidence": verdict,
             "cells": cells,

@@ -1,14 +1,15 @@
 //! The HTTP surface: `/metrics` (Prometheus text format), `/verdict` (the correlator's answer
-//! with its evidence and every cell's state, as JSON), `/healthz` (the process answers) and
-//! `/readyz` (every cell has reported and every client has connected at least once), and
-//! `POST /-/reload` (read the configuration file again, like SIGHUP).
+//! with its evidence and every cell's state, as JSON), `/healthz` (the process answers),
+//! `/readyz` (every cell has reported and every client has connected at least once),
+//! `POST /-/reload` (read the configuration file again, like SIGHUP), and the status page `/`
+//! with the document it polls, `/api/status` (see [`crate::status`]).
 //!
 //! Handlers only read what the daemon's report task published; they never touch the
 //! correlator's tables. The server is stopped last, so the final scrape sees final counts.
 //! `[daemon.web]` (TLS, basic auth) wraps the routes and the listener in `crate::web`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::{request_reload, ReloadRequest};
 use crate::metrics::Metrics;
+use crate::status::{self, VerdictHistory};
 use crate::web::Web;
 
 /// What the handlers serve, published by the daemon's report task.
@@ -32,11 +34,15 @@ pub struct Shared {
     pub not_ready: RwLock<Option<String>>,
     /// Where `POST /-/reload` asks the report task for a reload.
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// The last verdict changes, for the status page.
+    pub history: Mutex<VerdictHistory>,
 }
 
 /// The routes over `shared`.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(page))
+        .route("/api/status", get(status_document))
         .route("/metrics", get(metrics))
         .route("/verdict", get(verdict))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -69,6 +75,16 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 async fn verdict(State(s): State<Arc<Shared>>) -> Response {
     let body = s.verdict.read().expect("verdict lock").clone();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], status::PAGE)
+        .into_response()
+}
+
+async fn status_document(State(s): State<Arc<Shared>>) -> Response {
+    let body = status::document(&s).to_string();
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {

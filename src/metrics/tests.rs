@@ -243,3 +243,49 @@ fn reloads_are_counted_and_a_failure_sets_the_success_gauge_to_0() {
     m.reloaded(true);
     assert!(m.render().contains("crossprobe_config_last_reload_success 1"));
 }
+
+#[test]
+fn windowed_round_trips_group_cells_by_the_dimensions_asked_for() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
+            .unwrap();
+    let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
+    let m = Metrics::new(Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap();
+    let mut fed = 0;
+    for (i, cell) in config.matrix.cells().iter().enumerate() {
+        if cell.labels[0] == "a" && cell.labels[2] == "kafka" {
+            for ms in [2, 2, 2, 10] {
+                let r = ProbeResult {
+                    seq: 1,
+                    outcome: Outcome::Ok,
+                    publish: None,
+                    roundtrip: Some(Duration::from_millis(ms)),
+                };
+                m.record(i, &Event::Done(r));
+                fed += 1;
+            }
+        }
+    }
+    let groups = m.roundtrip_window_by(&["protocol", "az", "no-such-dimension"], &[0.5, 0.99]);
+    let keys: Vec<String> = groups
+        .iter()
+        .map(|g| g.labels.iter().map(|(d, v)| format!("{d}={v}")).collect::<Vec<_>>().join("&"))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "az=a&protocol=amqp",
+            "az=a&protocol=kafka",
+            "az=b&protocol=amqp",
+            "az=b&protocol=kafka",
+            "az=c&protocol=amqp",
+            "az=c&protocol=kafka"
+        ],
+        "one group per zone and protocol, labels in dimension order"
+    );
+    let a_kafka = &groups[1];
+    assert_eq!(a_kafka.samples, fed);
+    let [p50, p99] = a_kafka.seconds[..] else { panic!("two quantiles expected: {a_kafka:?}") };
+    assert!((p50 - 0.002).abs() < 0.0001 && (p99 - 0.010).abs() < 0.0001, "p50 {p50} p99 {p99}");
+    assert!(groups.iter().filter(|g| g.samples == 0).all(|g| g.seconds.is_empty()), "{groups:?}");
+}
