@@ -247,6 +247,18 @@ impl Backends {
                 stop.cancel();
                 node.consumers_done().await;
             }
+            // Destroying librdkafka clients blocks until their threads end: not on the runtime.
+            // Wait (bounded) for the cancelled consumer tasks to let go, so the last drop is here.
+            let _ = tokio::task::spawn_blocking(move || {
+                for (_, cluster) in kafka {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while Arc::strong_count(&cluster) > 1 && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    drop(cluster);
+                }
+            })
+            .await;
         }
     }
 
