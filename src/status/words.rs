@@ -44,6 +44,9 @@ pub fn explain(v: &Verdict, unknown: usize) -> String {
     }
     let headline = headline(v.level);
     match v.level {
+        Level::Ok if unknown >= v.total_cells => {
+            format!("Starting: none of {} cells has reported yet", v.total_cells)
+        }
         Level::Ok if unknown > 0 => format!(
             "No failures so far: {unknown} of {} cells {} no outcome yet",
             v.total_cells,
@@ -176,6 +179,12 @@ mod tests {
                 verdict(Level::Ok, 0, 0, vec![]),
                 1,
                 "No failures so far: 1 of 12 cells has no outcome yet",
+            ),
+            (
+                "no cell reported yet",
+                verdict(Level::Ok, 0, 0, vec![]),
+                12,
+                "Starting: none of 12 cells has reported yet",
             ),
             (
                 "suspect",
