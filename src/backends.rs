@@ -27,6 +27,8 @@ pub enum CellBackend {
 pub enum BackendError {
     #[error("tenant \"{tenant}\": {reason}")]
     Secret { tenant: String, reason: String },
+    #[error("target \"{target}\": ca_file {path}: {reason}")]
+    CaFile { target: String, path: String, reason: String },
     #[error("target \"{target}\": cannot create Kafka clients: {source}")]
     Kafka {
         target: String,
@@ -79,6 +81,7 @@ impl Backends {
                                 properties.push(("sasl.password".into(), secret(&c.password)?));
                             }
                             if let Some(ca) = &k.ca_file {
+                                read_ca(&target.name, ca)?;
                                 properties.push(("ssl.ca.location".into(), ca.display().to_string()));
                             }
                             let client = KafkaClientConfig {
@@ -106,12 +109,17 @@ impl Backends {
                     let node = match amqp.get(&key) {
                         Some(n) => n.clone(),
                         None => {
+                            let ca_pem = match &a.ca_file {
+                                Some(path) => Some(read_ca(&target.name, path)?),
+                                None => None,
+                            };
                             let node = AmqpNode::new(AmqpClientConfig {
                                 address: target.addresses[0].clone(),
                                 vhost: t.vhost.clone(),
                                 user: t.credentials.user.clone(),
                                 password: secret(&t.credentials.password)?,
                                 tls: a.tls,
+                                ca_pem,
                                 heartbeat: a.heartbeat,
                                 timeout: target.probe.timeout,
                             });
@@ -168,6 +176,21 @@ impl Backends {
             node.consumers_done().await;
         }
     }
+}
+
+/// The PEM certificates of a target's `ca_file`, read once at start: a missing file, or one
+/// without a certificate, is a set-up error naming the file, not a stream of TLS failures.
+fn read_ca(target: &str, path: &std::path::Path) -> Result<String, BackendError> {
+    let error = |reason: String| BackendError::CaFile {
+        target: target.to_owned(),
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(error("holds no PEM certificate".into()));
+    }
+    Ok(pem)
 }
 
 /// The probe queue of a cell: per daemon instance, so replicas never read each other's probes.
