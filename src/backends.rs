@@ -66,8 +66,15 @@ impl Backends {
                     let mut addresses = target.addresses.clone();
                     addresses.sort();
                     let user = t.credentials.as_ref().map(|c| c.user.as_str()).unwrap_or("");
-                    let key =
-                        format!("{}|{:?}|{:?}|{user}", addresses.join(","), k.security_protocol, k.ca_file);
+                    // Everything that shapes the connection: targets on the same brokers with
+                    // another mechanism or CA need clients of their own.
+                    let key = format!(
+                        "{}|{:?}|{:?}|{:?}|{user}",
+                        addresses.join(","),
+                        k.security_protocol,
+                        k.sasl_mechanism,
+                        k.ca_file
+                    );
                     let cluster = match kafka.get(&key) {
                         Some(c) => c.clone(),
                         None => {
