@@ -1,8 +1,7 @@
 //! TLS and SASL against the local zones' secure endpoints, verified against the test CA: Kafka
-//! over SSL and AMQP over TLS probe ok; a certificate from another CA is a `tls` connection
-//! failure on both protocols, a wrong AMQP password an `auth` one; Kafka over SASL_SSL reaches
-//! tansu through verified TLS and its refusal (tansu 0.6.0 refuses every SASL login) is `auth`;
-//! and no secret reaches the logs, `/verdict`, `/metrics` or `check`'s output.
+//! over SSL and over SASL_SSL (SCRAM) and AMQP over TLS probe ok; a certificate from another CA
+//! is a `tls` connection failure on both protocols, a wrong password an `auth` one; and no
+//! secret reaches the logs, `/verdict`, `/metrics` or `check`'s output.
 
 mod support;
 
@@ -114,19 +113,31 @@ async fn once(toml: &str) -> Vec<(String, Outcome)> {
         .collect()
 }
 
+fn kafka_password(tenant: &str) -> Option<String> {
+    Some(from_env(&format!("CROSSPROBE_{}_KAFKA_PASSWORD", tenant.to_uppercase())))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_over_ssl_and_amqp_over_tls_probe_ok() {
+async fn kafka_over_ssl_and_sasl_ssl_and_amqp_over_tls_probe_ok() {
     let _x = exclusive().await;
     let Some(s) = secure() else { return };
     let id = unique();
-    let both = ["acme", "globex"];
     let toml = config(
         &id,
-        &[kafka_target(s, "kafka-a", None, &s.ca_file, &both), amqp_target(s, &s.ca_file, &both)],
-        &both.map(|t| tenant(&id, t, None, amqp_password(t))),
+        &[
+            kafka_target(s, "kafka-ssl", None, &s.ca_file, &["initech"]),
+            kafka_target(s, "kafka-scram-512", Some("SCRAM-SHA-512"), &s.ca_file, &["acme", "globex"]),
+            kafka_target(s, "kafka-scram-256", Some("SCRAM-SHA-256"), &s.ca_file, &["acme"]),
+            amqp_target(s, &s.ca_file, &["acme", "globex"]),
+        ],
+        &[
+            tenant(&id, "acme", kafka_password("acme"), amqp_password("acme")),
+            tenant(&id, "globex", kafka_password("globex"), amqp_password("globex")),
+            tenant(&id, "initech", None, None),
+        ],
     );
     let outcomes = once(&toml).await;
-    assert_eq!(outcomes.len(), 4, "2 targets x 2 tenants: {outcomes:?}");
+    assert_eq!(outcomes.len(), 6, "{outcomes:?}");
     for (cell, outcome) in &outcomes {
         assert_eq!(*outcome, Outcome::Ok, "{cell}: expected ok over TLS, saw {outcome:?} ({outcomes:?})");
     }
@@ -142,11 +153,11 @@ async fn a_certificate_from_an_untrusted_ca_is_a_tls_failure_on_both_protocols()
         &id,
         &[
             kafka_target(s, "kafka-ssl", None, other, &["globex"]),
-            kafka_target(s, "kafka-sasl", Some("PLAIN"), other, &["acme"]),
+            kafka_target(s, "kafka-sasl", Some("SCRAM-SHA-512"), other, &["acme"]),
             amqp_target(s, other, &["acme"]),
         ],
         &[
-            tenant(&id, "acme", Some(from_env("CROSSPROBE_ACME_KAFKA_PASSWORD")), amqp_password("acme")),
+            tenant(&id, "acme", kafka_password("acme"), amqp_password("acme")),
             tenant(&id, "globex", None, None),
         ],
     );
@@ -181,25 +192,31 @@ async fn a_wrong_amqp_password_over_tls_is_an_auth_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sasl_over_verified_tls_reaches_tansu_and_its_refusal_is_an_auth_failure() {
+async fn a_wrong_kafka_password_over_sasl_ssl_is_an_auth_failure() {
     let _x = exclusive().await;
     let Some(s) = secure() else { return };
     let id = unique();
+    let wrong = TempFile::new("wrong-kafka-password", &format!("wrong-{}", unique()));
     let toml = config(
         &id,
         &[
-            kafka_target(s, "kafka-plain", Some("PLAIN"), &s.ca_file, &["acme"]),
-            kafka_target(s, "kafka-scram", Some("SCRAM-SHA-512"), &s.ca_file, &["acme"]),
+            kafka_target(s, "kafka-scram-512", Some("SCRAM-SHA-512"), &s.ca_file, &["acme", "globex"]),
+            kafka_target(s, "kafka-plain", Some("PLAIN"), &s.ca_file, &["globex"]),
         ],
-        &[tenant(&id, "acme", Some(from_env("CROSSPROBE_ACME_KAFKA_PASSWORD")), None)],
+        &[
+            tenant(&id, "acme", Some(from_file(&wrong.0)), None),
+            tenant(&id, "globex", kafka_password("globex"), None),
+        ],
     );
     let outcomes = once(&toml).await;
-    let expected = ["kafka-plain/acme", "kafka-scram/acme"]
-        .map(|c| (c.to_owned(), Outcome::ConnectFailed(ErrorKind::Auth)));
-    assert_eq!(
-        outcomes, expected,
-        "tansu 0.6.0 refuses PLAIN (not compiled in) and SCRAM (no stored credentials) after the TLS handshake"
-    );
+    let expected = [
+        ("kafka-scram-512/acme".to_owned(), Outcome::ConnectFailed(ErrorKind::Auth)),
+        ("kafka-scram-512/globex".to_owned(), Outcome::Ok),
+        // tansu 0.6.0 has no PLAIN (not compiled into its SASL library): refused, whatever the
+        // password.
+        ("kafka-plain/globex".to_owned(), Outcome::ConnectFailed(ErrorKind::Auth)),
+    ];
+    assert_eq!(outcomes, expected, "only the wrong password and the unsupported mechanism are refused");
 }
 
 /// Output of a finished process, both streams.
@@ -293,35 +310,40 @@ fn no_secret_reaches_logs_endpoints_or_check_output() {
     let Some(s) = secure() else { return };
     let id = unique();
     let secret = |what: &str| format!("s3cr3t-{what}-{}{}", unique(), unique());
-    // Kafka: globex over SSL (ok); acme and initech over SASL_SSL, sending their passwords to
-    // tansu, which refuses them (auth). AMQP over TLS: acme's password, from a file, is wrong
-    // (auth); globex's, from the environment, is right (ok).
+    // Over SASL_SSL (SCRAM-SHA-512) and AMQP over TLS: globex's passwords, from the environment,
+    // are right (ok); acme's and initech's, distinctive ones from the environment and from
+    // files, are wrong (auth), so the error paths see them too.
     let kafka_env = secret("kafka-env");
     let kafka_file = TempFile::new("kafka", &secret("kafka-file"));
     let amqp_file = TempFile::new("amqp", &secret("amqp-file"));
-    let amqp_env = std::env::var("CROSSPROBE_GLOBEX_AMQP_PASSWORD").unwrap();
+    let amqp_right = std::env::var("CROSSPROBE_GLOBEX_AMQP_PASSWORD").unwrap();
+    let kafka_right = std::env::var("CROSSPROBE_GLOBEX_KAFKA_PASSWORD").unwrap();
     let secrets = [
         kafka_env.clone(),
         std::fs::read_to_string(&kafka_file.0).unwrap().trim().to_owned(),
         std::fs::read_to_string(&amqp_file.0).unwrap().trim().to_owned(),
-        amqp_env.clone(),
+        amqp_right.clone(),
+        kafka_right.clone(),
     ];
     let kafka_var = format!("CROSSPROBE_LEAK_KAFKA_{id}");
     let toml = config(
         &id,
         &[
-            kafka_target(s, "kafka-ssl", None, &s.ca_file, &["globex"]),
-            kafka_target(s, "kafka-sasl", Some("PLAIN"), &s.ca_file, &["acme", "initech"]),
+            kafka_target(s, "kafka-sasl", Some("SCRAM-SHA-512"), &s.ca_file, &["acme", "globex", "initech"]),
             amqp_target(s, &s.ca_file, &["acme", "globex"]),
         ],
         &[
             tenant(&id, "acme", Some(from_env(&kafka_var)), Some(from_file(&amqp_file.0))),
-            tenant(&id, "globex", None, amqp_password("globex")),
+            tenant(&id, "globex", kafka_password("globex"), amqp_password("globex")),
             tenant(&id, "initech", Some(from_file(&kafka_file.0)), None),
         ],
     );
     let config = TempFile::new("config.toml", &toml);
-    let envs = [(kafka_var.as_str(), kafka_env.as_str()), ("CROSSPROBE_GLOBEX_AMQP_PASSWORD", &amqp_env)];
+    let envs = [
+        (kafka_var.as_str(), kafka_env.as_str()),
+        ("CROSSPROBE_GLOBEX_AMQP_PASSWORD", &amqp_right),
+        ("CROSSPROBE_GLOBEX_KAFKA_PASSWORD", &kafka_right),
+    ];
 
     let mut seen = Vec::new();
     let mut check = Command::new(env!("CARGO_BIN_EXE_crossprobe"));
