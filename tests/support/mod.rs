@@ -28,7 +28,8 @@ pub struct Brokers {
 }
 
 /// The zones' secure endpoints, with certificates signed by a test CA: Kafka over SSL, Kafka
-/// over SASL_SSL (where tansu 0.6.0 refuses every login), AMQP over TLS. From the environment:
+/// over SASL_SSL (SCRAM-SHA-256/512; users `crossprobe-<tenant>`, passwords
+/// `CROSSPROBE_<TENANT>_KAFKA_PASSWORD`), AMQP over TLS. From the environment:
 /// `CROSSPROBE_KAFKA_SSL_A..C`, `CROSSPROBE_KAFKA_SASL_SSL_A..C`, `CROSSPROBE_AMQPS_A..C`,
 /// `CROSSPROBE_CA_FILE`, `CROSSPROBE_UNTRUSTED_CA_FILE`.
 #[derive(Debug)]
