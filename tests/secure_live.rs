@@ -69,8 +69,13 @@ fn tenant(id: &str, name: &str, kafka_password: Option<String>, amqp_password: O
     toml
 }
 
+/// The tenant's right passwords, as the local zones' `env` exports them.
 fn amqp_password(tenant: &str) -> Option<String> {
     Some(from_env(&format!("CROSSPROBE_{}_AMQP_PASSWORD", tenant.to_uppercase())))
+}
+
+fn kafka_password(tenant: &str) -> Option<String> {
+    Some(from_env(&format!("CROSSPROBE_{}_KAFKA_PASSWORD", tenant.to_uppercase())))
 }
 
 /// The secure endpoints, or `None` (saying so) when the brokers come from an environment
@@ -111,10 +116,6 @@ async fn once(toml: &str) -> Vec<(String, Outcome)> {
         .zip(results)
         .map(|(cell, r)| (cell.id.to_string(), r.unwrap_or_else(|| panic!("{}: no result", cell.id)).outcome))
         .collect()
-}
-
-fn kafka_password(tenant: &str) -> Option<String> {
-    Some(from_env(&format!("CROSSPROBE_{}_KAFKA_PASSWORD", tenant.to_uppercase())))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
