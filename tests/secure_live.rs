@@ -1,7 +1,8 @@
 //! TLS and SASL against the local zones' secure endpoints, verified against the test CA: Kafka
 //! over SSL and over SASL_SSL (SCRAM) and AMQP over TLS probe ok; a certificate from another CA
-//! is a `tls` connection failure on both protocols, a wrong password an `auth` one; and no
-//! secret reaches the logs, `/verdict`, `/metrics` or `check`'s output.
+//! is a `tls` connection failure on both protocols, a wrong password an `auth` one; a zone's
+//! faults take its secure endpoints down too, and heal restores them; and no secret reaches the
+//! logs, `/verdict`, `/metrics` or `check`'s output.
 
 mod support;
 
@@ -218,6 +219,40 @@ async fn a_wrong_kafka_password_over_sasl_ssl_is_an_auth_failure() {
         ("kafka-plain/globex".to_owned(), Outcome::ConnectFailed(ErrorKind::Auth)),
     ];
     assert_eq!(outcomes, expected, "only the wrong password and the unsupported mechanism are refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_or_killing_a_zone_takes_its_secure_endpoints_down_and_heal_restores_them() {
+    let _x = exclusive().await;
+    let Some(s) = secure() else { return };
+    let id = unique();
+    let toml = config(
+        &id,
+        &[
+            kafka_target(s, "kafka-ssl", None, &s.ca_file, &["globex"]),
+            kafka_target(s, "kafka-sasl", Some("SCRAM-SHA-512"), &s.ca_file, &["acme"]),
+            amqp_target(s, &s.ca_file, &["acme"]),
+        ],
+        &[
+            tenant(&id, "acme", kafka_password("acme"), amqp_password("acme")),
+            tenant(&id, "globex", None, None),
+        ],
+    );
+    for kind in ["pause", "kill"] {
+        let Some(fault) = brokers().fault("a", kind, None) else { return };
+        let outcomes = once(&toml).await;
+        assert!(
+            outcomes.iter().all(|(_, o)| *o != Outcome::Ok),
+            "{kind} of zone a: every secure endpoint of the zone should fail: {outcomes:?}"
+        );
+        // After a kill, heal starts the SASL broker afresh and stores the SCRAM users again.
+        fault.heal();
+        let outcomes = once(&toml).await;
+        assert!(
+            outcomes.iter().all(|(_, o)| *o == Outcome::Ok),
+            "after heal from {kind}: every secure endpoint should be ok again: {outcomes:?}"
+        );
+    }
 }
 
 /// Output of a finished process, both streams.
