@@ -54,6 +54,8 @@ impl CellBackend {
 pub enum BackendError {
     #[error("tenant \"{tenant}\": {reason}")]
     Secret { tenant: String, reason: String },
+    #[error("target \"{target}\": ca_file {path}: {reason}")]
+    CaFile { target: String, path: String, reason: String },
     #[error("target \"{target}\": cannot create Kafka clients: {source}")]
     Kafka {
         target: String,
@@ -95,13 +97,25 @@ impl CellSpec {
                     properties.push(("sasl.username".into(), c.user.clone()));
                     properties.push(("sasl.password".into(), secret(&c.password)?));
                 }
-                if let Some(ca) = &k.ca_file {
-                    properties.push(("ssl.ca.location".into(), ca.display().to_string()));
-                }
+                // librdkafka reads the file itself; its content is part of the key, so a reload
+                // after the CA was rotated builds new clients.
+                let ca = match &k.ca_file {
+                    Some(path) => {
+                        properties.push(("ssl.ca.location".into(), path.display().to_string()));
+                        Some(read_ca(&target.name, path)?)
+                    }
+                    None => None,
+                };
                 let mut addresses = target.addresses.clone();
                 addresses.sort();
-                let key =
-                    hash(&(&addresses, &properties, k.fetch_wait, target.probe.timeout, k.topic_retention));
+                let key = hash(&(
+                    &addresses,
+                    &properties,
+                    &ca,
+                    k.fetch_wait,
+                    target.probe.timeout,
+                    k.topic_retention,
+                ));
                 let config = KafkaClientConfig {
                     bootstrap: target.addresses.join(","),
                     properties,
@@ -119,6 +133,7 @@ impl CellSpec {
                     user: t.credentials.user.clone(),
                     password: secret(&t.credentials.password)?,
                     tls: a.tls,
+                    ca_pem: a.ca_file.as_ref().map(|path| read_ca(&target.name, path)).transpose()?,
                     heartbeat: a.heartbeat,
                     timeout: target.probe.timeout,
                 };
@@ -128,6 +143,7 @@ impl CellSpec {
                     &client.vhost,
                     &client.user,
                     &client.password,
+                    &client.ca_pem,
                     format!("{a:?}"),
                     client.timeout,
                 ));
@@ -281,6 +297,22 @@ impl Backends {
             node.client.consumers_done().await;
         }
     }
+}
+
+/// The PEM certificates of a target's `ca_file`, read at start and on every reload: a missing
+/// file, or one without a certificate, is a set-up error naming the file, not a stream of TLS
+/// failures.
+fn read_ca(target: &str, path: &std::path::Path) -> Result<String, BackendError> {
+    let error = |reason: String| BackendError::CaFile {
+        target: target.to_owned(),
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(error("holds no PEM certificate".into()));
+    }
+    Ok(pem)
 }
 
 /// A stable 64-bit hash of settings, to tell whether they changed. Never shown: it may cover

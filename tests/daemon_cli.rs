@@ -131,6 +131,43 @@ fn run_without_a_password_source_exits_1_naming_it() {
 }
 
 #[test]
+fn run_with_an_unreadable_ca_file_exits_1_naming_it() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-ca-{}", support::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not-pem.txt");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let missing = dir.join("missing.pem");
+    let cases = [
+        ("kafka", "kafka = { security_protocol = \"ssl\", ca_file = \"CA\" }", &missing, "missing.pem"),
+        ("amqp", "amqp = { tls = true, ca_file = \"CA\" }", &missing, "missing.pem"),
+        ("amqp", "amqp = { tls = true, ca_file = \"CA\" }", &not_pem, "holds no PEM certificate"),
+    ];
+    for (protocol, table, ca, expected) in cases {
+        let config = dir.join("ca.toml");
+        let table = table.replace("CA", ca.to_str().unwrap());
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nlisten = \"127.0.0.1:0\"\n\n[[targets]]\nname = \"t\"\nprotocol = \"{protocol}\"\naz = \"a\"\naddresses = [\"127.0.0.1:1\"]\n{table}\n\n[[tenants]]\nname = \"acme\"\nkafka = {{ topic = \"p\" }}\namqp = {{ vhost = \"acme\", user = \"acme\", password_env = \"CROSSPROBE_TEST_UNUSED_PASSWORD\" }}\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{protocol} with ca_file {}: {stderr}", ca.display());
+        assert!(
+            stderr.contains("target \\\"t\\\": ca_file") && stderr.contains(expected),
+            "{protocol}: the error should name the target and say what is wrong ({expected}): {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn run_with_a_bad_config_exits_64() {
     let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
         .args(["run", "--config", "tests/config/invalid/three_mistakes.toml"])

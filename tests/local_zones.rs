@@ -18,9 +18,16 @@ fn a_second_install_finds_everything_present() {
     let out = ctl(&["install"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "install failed: {}", String::from_utf8_lossy(&out.stderr));
-    for component in
-        ["rabbitmq-server", "prometheus", "prometheus-alertmanager", "libssl-dev", "pkg-config", "tansu"]
-    {
+    for component in [
+        "rabbitmq-server",
+        "prometheus",
+        "prometheus-alertmanager",
+        "libssl-dev",
+        "pkg-config",
+        "openssl",
+        "stunnel4",
+        "tansu",
+    ] {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(&format!("{component}:")))
@@ -67,7 +74,10 @@ fn separate_zones_come_up_and_down_leaves_no_process() {
         panic!("up failed: {}", String::from_utf8_lossy(&up.stderr));
     }
     let running = owned_by(state);
-    assert!(running.len() >= 7, "expected 3 tansu, 3 RabbitMQ nodes and epmd, found {running:?}");
+    assert!(
+        running.len() >= 16,
+        "expected 9 tansu (plain, SSL and SASL_SSL), 3 stunnel, 3 RabbitMQ nodes and epmd, found {running:?}"
+    );
     let down = ctl(&["down"], &env);
     assert!(down.status.success(), "down failed: {}", String::from_utf8_lossy(&down.stderr));
     // Exited children may take a moment to be reaped; zombies are excluded above.

@@ -16,6 +16,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::{mpsc, watch};
@@ -41,6 +42,8 @@ pub struct AmqpClientConfig {
     /// Never logged.
     pub password: String,
     pub tls: bool,
+    /// PEM certificates trusted as roots for TLS, besides the system's trust store.
+    pub ca_pem: Option<String>,
     pub heartbeat: Duration,
     /// Bound on connecting and on opening a channel.
     pub timeout: Duration,
@@ -52,6 +55,8 @@ impl std::fmt::Debug for AmqpClientConfig {
             .field("address", &self.address)
             .field("vhost", &self.vhost)
             .field("user", &self.user)
+            .field("tls", &self.tls)
+            .field("ca_pem", &self.ca_pem.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -190,7 +195,18 @@ impl AmqpNode {
             c.heartbeat.as_secs().max(1),
         );
         let props = ConnectionProperties::default().with_connection_name("crossprobe".into());
-        Connection::connect(&uri, props).await.map_err(|e| kind(&e))
+        let tls = OwnedTLSConfig { identity: None, cert_chain: c.ca_pem.clone() };
+        let runtime = lapin::runtime::default_runtime().map_err(|e| kind(&e))?;
+        Connection::connect_with_config(&uri, props, tls, runtime).await.map_err(|e| {
+            let k = kind(&e);
+            // Over TLS, an I/O error that is not the network's is the handshake's (an untrusted
+            // certificate, a name mismatch, a peer that does not speak TLS).
+            if c.tls && k == ErrorKind::Refused && !network_error(&e) {
+                ErrorKind::Tls
+            } else {
+                k
+            }
+        })
     }
 
     /// A cell whose probes go through `queue`; its channel opens on first publish.
@@ -330,12 +346,31 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// Whether `e` is an I/O error of the network itself (refused, reset, unreachable, closed).
+fn network_error(e: &lapin::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    let lapin::ErrorKind::IOError(io) = e.kind() else { return false };
+    matches!(
+        io.kind(),
+        Io::ConnectionRefused
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::NotConnected
+            | Io::AddrNotAvailable
+            | Io::AddrInUse
+            | Io::BrokenPipe
+            | Io::TimedOut
+            | Io::HostUnreachable
+            | Io::NetworkUnreachable
+            | Io::NetworkDown
+    )
+}
+
 fn kind(e: &lapin::Error) -> ErrorKind {
     use lapin::ErrorKind as K;
     match e.kind() {
         K::IOError(io) => match io.kind() {
             std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
-            _ if io.to_string().to_ascii_lowercase().contains("tls") => ErrorKind::Tls,
             _ => ErrorKind::Refused,
         },
         K::MissingHeartbeatError => ErrorKind::Timeout,
@@ -353,6 +388,26 @@ fn kind(e: &lapin::Error) -> ErrorKind {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_network_io_errors_are_the_networks() {
+        use std::io::{Error, ErrorKind as Io};
+        // rustls reports an untrusted certificate as InvalidData; a peer that does not speak
+        // TLS as InvalidData too ("corrupt message").
+        let cases = [
+            (Io::ConnectionRefused, true),
+            (Io::ConnectionReset, true),
+            (Io::TimedOut, true),
+            (Io::InvalidData, false),
+            (Io::Other, false),
+        ];
+        for (kind, network) in cases {
+            let e = lapin::Error::from(Error::new(kind, "x"));
+            assert_eq!(super::network_error(&e), network, "{kind:?}");
+        }
+        let protocol = lapin::Error::from(lapin::ErrorKind::MissingHeartbeatError);
+        assert!(!super::network_error(&protocol));
+    }
+
     #[test]
     fn uri_components_are_percent_encoded() {
         assert_eq!(super::encode("/"), "%2F");

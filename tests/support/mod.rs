@@ -23,8 +23,26 @@ pub struct Brokers {
     pub amqp: [String; 3],
     pub acme_password: String,
     pub globex_password: String,
+    /// The TLS and SASL endpoints, when there are any.
+    pub secure: Option<Secure>,
     /// The control script, when the zones are ours to break.
     ctl: Option<PathBuf>,
+}
+
+/// The zones' secure endpoints, with certificates signed by a test CA: Kafka over SSL, Kafka
+/// over SASL_SSL (SCRAM-SHA-256/512; users `crossprobe-<tenant>`, passwords
+/// `CROSSPROBE_<TENANT>_KAFKA_PASSWORD`), AMQP over TLS. From the environment:
+/// `CROSSPROBE_KAFKA_SSL_A..C`, `CROSSPROBE_KAFKA_SASL_SSL_A..C`, `CROSSPROBE_AMQPS_A..C`,
+/// `CROSSPROBE_CA_FILE`, `CROSSPROBE_UNTRUSTED_CA_FILE`.
+#[derive(Debug)]
+pub struct Secure {
+    pub kafka_ssl: [String; 3],
+    pub kafka_sasl_ssl: [String; 3],
+    pub amqps: [String; 3],
+    /// The CA that signed the brokers' certificates.
+    pub ca_file: PathBuf,
+    /// A CA that signed none of them.
+    pub untrusted_ca_file: PathBuf,
 }
 
 /// The user's own brokers: `CROSSPROBE_KAFKA_A..C`, `CROSSPROBE_AMQP_A..C` and the tenants'
@@ -59,6 +77,14 @@ pub fn brokers() -> &'static Brokers {
             amqp: ZONES.map(|z| var(&format!("CROSSPROBE_AMQP_{}", z.to_uppercase()))),
             acme_password: var("CROSSPROBE_ACME_AMQP_PASSWORD"),
             globex_password: var("CROSSPROBE_GLOBEX_AMQP_PASSWORD"),
+            secure: std::env::var_os("CROSSPROBE_CA_FILE").map(|ca| Secure {
+                kafka_ssl: ZONES.map(|z| var(&format!("CROSSPROBE_KAFKA_SSL_{}", z.to_uppercase()))),
+                kafka_sasl_ssl: ZONES
+                    .map(|z| var(&format!("CROSSPROBE_KAFKA_SASL_SSL_{}", z.to_uppercase()))),
+                amqps: ZONES.map(|z| var(&format!("CROSSPROBE_AMQPS_{}", z.to_uppercase()))),
+                ca_file: PathBuf::from(ca),
+                untrusted_ca_file: PathBuf::from(var("CROSSPROBE_UNTRUSTED_CA_FILE")),
+            }),
             ctl: std::env::var_os("CROSSPROBE_LOCAL_CTL").map(PathBuf::from),
         }
     })

@@ -145,9 +145,13 @@ impl CellBackend for KafkaCell {
         let setup = self.cluster.config.timeout / 2;
         let (partition, leader) = tokio::time::timeout(setup, self.resolve(&clients))
             .await
-            .map_err(|_| ProbeError::Connect(ErrorKind::Timeout))??;
+            .unwrap_or(Err(ProbeError::Connect(ErrorKind::Timeout)))
+            .map_err(|e| match e {
+                ProbeError::Connect(k) => ProbeError::Connect(clients.explain(k)),
+                other => other,
+            })?;
         if clients.broker_up(leader) == Some(false) {
-            return Err(ProbeError::Connect(ErrorKind::Refused));
+            return Err(ProbeError::Connect(clients.explain(ErrorKind::Refused)));
         }
         let record = FutureRecord::<(), _>::to(&self.topic).partition(partition).payload(&payload);
         match clients.producer.send(record, Timeout::After(Duration::ZERO)).await {

@@ -35,13 +35,24 @@ struct BrokerState {
 #[derive(Clone)]
 pub struct Context {
     brokers: Arc<Mutex<HashMap<i32, BrokerState>>>,
+    /// The last TLS or SASL failure librdkafka reported, until a broker is reached; shared by
+    /// one generation's clients. It explains why the brokers cannot be reached, which a
+    /// timed-out request or a down broker alone does not say.
+    refusal: Arc<Mutex<Option<ErrorKind>>>,
     /// When the client was created: a first connection gets `CONNECT_GRACE` to succeed.
     created: Instant,
 }
 
 impl Default for Context {
     fn default() -> Self {
-        Context { brokers: Arc::default(), created: Instant::now() }
+        Context { brokers: Arc::default(), refusal: Arc::default(), created: Instant::now() }
+    }
+}
+
+impl Context {
+    /// A context with its own broker states that records refusals into `other`'s.
+    fn sharing_refusal(other: &Context) -> Self {
+        Context { refusal: other.refusal.clone(), ..Context::default() }
     }
 }
 
@@ -72,6 +83,9 @@ impl ClientContext for Context {
             }
             brokers.insert(b.nodeid, BrokerState { state: b.state.clone(), down });
         }
+        if brokers.values().any(|b| b.state == "UP") {
+            *self.refusal.lock().expect("refusal lock") = None;
+        }
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -80,6 +94,10 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         debug!(error = %error, reason, "librdkafka error");
+        let k = kind(&error);
+        if matches!(k, ErrorKind::Tls | ErrorKind::Auth) {
+            *self.refusal.lock().expect("refusal lock") = Some(k);
+        }
     }
 }
 
@@ -147,7 +165,7 @@ impl Clients {
         Ok(Clients {
             generation,
             producer: producer.create_with_context(brokers.clone())?,
-            consumer: Arc::new(consumer.create_with_context(Context::default())?),
+            consumer: Arc::new(consumer.create_with_context(Context::sharing_refusal(&brokers))?),
             admin,
             brokers,
             assigned: Mutex::new(HashSet::new()),
@@ -160,6 +178,17 @@ impl Clients {
     /// `Some(false)` when the statistics say the broker's connection is down.
     pub fn broker_up(&self, node: i32) -> Option<bool> {
         self.brokers.brokers.lock().expect("broker state lock").get(&node).map(|b| !b.down)
+    }
+
+    /// `k`, or what explains it: a connection failure (a timeout, a refusal) while librdkafka
+    /// reports a TLS or SASL failure is that failure.
+    pub fn explain(&self, k: ErrorKind) -> ErrorKind {
+        match k {
+            ErrorKind::Timeout | ErrorKind::Refused | ErrorKind::Client => {
+                self.brokers.refusal.lock().expect("refusal lock").unwrap_or(k)
+            }
+            other => other,
+        }
     }
 
     /// These clients hold broker state and a broker is now down: they should be replaced, so no
@@ -182,8 +211,10 @@ impl Clients {
         let new = NewTopic::new(topic, brokers as i32, TopicReplication::Fixed(brokers.min(3) as i32))
             .set("retention.ms", &retention);
         let options = AdminOptions::new().operation_timeout(Some(self.timeout));
-        let admin: AdminClient<Context> =
-            self.admin.create_with_context(Context::default()).map_err(|e| ProbeError::Connect(kind(&e)))?;
+        let admin: AdminClient<Context> = self
+            .admin
+            .create_with_context(Context::sharing_refusal(&self.brokers))
+            .map_err(|e| ProbeError::Connect(kind(&e)))?;
         let results = admin.create_topics([&new], &options).await;
         // Dropping an admin client joins its threads: off the async runtime.
         tokio::task::spawn_blocking(move || drop(admin));
