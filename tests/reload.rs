@@ -355,3 +355,49 @@ async fn a_watched_file_is_reloaded_when_its_content_changes() {
     daemon.stop();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_passwords_again_and_reconnects_with_the_new_one() {
+    let b = brokers();
+    let _x = exclusive().await;
+    let (toml, id) = local_matrix(b, &FAST);
+    // acme's AMQP password from a file that starts out wrong.
+    let secret = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("reload-{id}.password"));
+    std::fs::write(&secret, "not-the-password\n").unwrap();
+    let toml = toml.replace(
+        "password_env = \"CROSSPROBE_ACME_AMQP_PASSWORD\"",
+        &format!("password_file = \"{}\"", secret.display()),
+    );
+    let file = ConfigFile::new(&id, &toml);
+    let options =
+        RunOptions { source: Some(ConfigSource { path: file.0.clone(), shard: None }), ..Default::default() };
+    let daemon = Daemon::start(parse(&toml), options).await.unwrap();
+    let addr = daemon.addr();
+    let auth_failures = |text: &str| {
+        value(
+            text,
+            "crossprobe_probe_errors_total",
+            &[("broker", "rabbit-a"), ("tenant", "acme"), ("kind", "auth")],
+        )
+    };
+    eventually("rabbit-a/acme fails authentication", Duration::from_secs(30), || {
+        let text = metrics(addr)?;
+        auth_failures(&text).filter(|n| *n > 0.0).ok_or(text)
+    })
+    .await;
+
+    // The password is rotated in its file: the unchanged configuration text reloads with it.
+    std::fs::write(&secret, format!("{}\n", b.acme_password)).unwrap();
+    let (status, body) = http(addr, "POST", "/-/reload").unwrap();
+    assert_eq!(status, 200, "{body}");
+    // acme's three AMQP cells move to a new connection; nothing else changes.
+    assert_eq!(body.trim(), "reloaded: 0 added, 0 removed, 3 restarted, 9 unchanged");
+    eventually("every cell healthy with the new password", Duration::from_secs(30), || {
+        let states = cell_states(&verdict(addr)?);
+        states.iter().all(|(_, s)| s == "healthy").then_some(()).ok_or(format!("{states:?}"))
+    })
+    .await;
+    daemon.stop();
+    daemon.wait().await.unwrap();
+    let _ = std::fs::remove_file(&secret);
+}
