@@ -30,6 +30,9 @@ use crate::scheduler::{self, Report, WorkerGauges, WorkerSpec};
 use crate::server::{self, Shared};
 use crate::shutdown::StopSignals;
 
+/// Least time a cell's set-up (connection, topic, channel, queue) gets before its first probe.
+pub const SETUP_BOUND: Duration = Duration::from_secs(2);
+
 /// Time allowed, beyond the longest probe timeout, for workers and clients to stop.
 pub const GRACE: Duration = Duration::from_secs(5);
 
@@ -299,7 +302,7 @@ impl Probing {
                 previous.unwrap_or_else(|| Tracker::new(instance, key, settings.timeout, epoch));
             tracker.set_timeout(settings.timeout);
             if !cancel.is_cancelled() {
-                backend.prepare(settings.timeout.max(Duration::from_secs(2))).await;
+                backend.prepare(settings.timeout.max(SETUP_BOUND)).await;
             }
             let spec = WorkerSpec { cell: slot, settings, tracker, phase, max_probes, gauges };
             let tracker = match &backend {

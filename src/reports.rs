@@ -12,7 +12,7 @@ use crossprobe_probes::tracker::Event;
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigError, LoadError, ValidatedConfig};
+use crate::config::{ConfigError, LoadError, ProbeSettings, ValidatedConfig};
 use crate::correlator::replay::OutcomeRecord;
 use crate::correlator::{CellState, Correlator};
 use crate::daemon::{Applied, ReloadError};
@@ -28,6 +28,9 @@ pub struct Reports {
     record: Option<std::io::BufWriter<std::fs::File>>,
     started: Instant,
     reported: Vec<bool>,
+    /// When each cell's last outcome was observed; `None` before its first, and once it went
+    /// stale.
+    last_outcome: Vec<Option<Instant>>,
     connected: Vec<bool>,
     log: OutcomeLog,
     last_level: Option<&'static str>,
@@ -49,6 +52,7 @@ impl Reports {
             record: record.map(std::io::BufWriter::new),
             started: Instant::now(),
             reported: vec![false; cells],
+            last_outcome: vec![None; cells],
             connected: vec![false; cells],
             log: OutcomeLog::new(cells),
             last_level: None,
@@ -109,6 +113,7 @@ impl Reports {
         self.reported = carry(&self.reported);
         self.connected = carry(&self.connected);
         self.log.last = previous.iter().map(|p| p.and_then(|p| self.log.last[p])).collect();
+        self.last_outcome = previous.iter().map(|p| p.and_then(|p| self.last_outcome[p])).collect();
         self.config = config;
         self.correlator = correlator;
         self.publish();
@@ -153,6 +158,7 @@ impl Reports {
             warn!(error = %e, "correlator rejected an outcome");
         }
         self.reported[report.cell] = true;
+        self.last_outcome[report.cell] = Some(report.at);
         if !matches!(result.outcome, crossprobe_probes::Outcome::ConnectFailed(_)) {
             self.connected[report.cell] = true;
         }
@@ -176,10 +182,31 @@ impl Reports {
         self.reconnects = (kafka, amqp);
     }
 
-    /// One evaluation tick: verdict, cell states and readiness published.
+    /// One evaluation tick: stale cells forgotten, then verdict, cell states and readiness
+    /// published.
     pub fn tick(&mut self) {
+        self.tick_at(Instant::now());
+    }
+
+    fn tick_at(&mut self, now: Instant) {
+        self.forget_stale(now);
         self.correlator.tick();
         self.publish();
+    }
+
+    /// A cell without an outcome for [`stale_after`] is unknown again, and says so once in the
+    /// log: its worker or client is stuck, and its last state must not stand for the present.
+    fn forget_stale(&mut self, now: Instant) {
+        for (i, last) in self.last_outcome.iter_mut().enumerate() {
+            let Some(at) = *last else { continue };
+            let cell = &self.config.matrix.cells()[i];
+            let silent = now.saturating_duration_since(at);
+            if silent > stale_after(self.config.targets[cell.target].probe) {
+                self.correlator.forget(i);
+                *last = None;
+                warn!(cell = %cell.id, silent = ?silent, "no probe outcome for too long: the cell's state is unknown until it reports again");
+            }
+        }
     }
 
     /// Flushes the record file; called once the workers stopped and their reports are in.
@@ -251,6 +278,14 @@ impl Reports {
     }
 }
 
+/// How long a cell may go without an outcome before it counts as unknown: three intervals, a
+/// timeout, and the bound of a cell's set-up (a worker restarted by a reload prepares its cell
+/// before its first probe). Every probe ends by its timeout, so only a stuck worker or client
+/// stays silent that long.
+pub fn stale_after(probe: ProbeSettings) -> Duration {
+    probe.interval * 3 + probe.timeout + crate::daemon::SETUP_BOUND.max(probe.timeout)
+}
+
 /// Logs outcomes without flooding: a failure when a cell's outcome changes, recovery, and a
 /// summary of counts every minute. Metrics carry the full detail.
 struct OutcomeLog {
@@ -301,5 +336,73 @@ impl OutcomeLog {
         info!(counts = %counts.join(" "), "probe outcomes in the last period");
         self.counts.clear();
         self.since = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::RwLock;
+
+    use crossprobe_probes::tracker::ProbeResult;
+    use crossprobe_probes::Outcome;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn reports() -> Reports {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
+                .unwrap();
+        let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
+        let metrics =
+            Metrics::new(prometheus::Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap();
+        let correlator = Correlator::new(&config.matrix, &config.correlator).unwrap();
+        let shared = Arc::new(Shared {
+            metrics,
+            verdict: RwLock::new(String::new()),
+            not_ready: RwLock::new(Some("starting".into())),
+            reload: tokio::sync::mpsc::channel(1).0,
+            history: Default::default(),
+        });
+        Reports::new(config, correlator, shared, None)
+    }
+
+    fn ok(cell: usize, at: Instant) -> Report {
+        let r = ProbeResult { seq: 1, outcome: Outcome::Ok, publish: None, roundtrip: None };
+        Report { cell, at, event: Event::Done(r) }
+    }
+
+    #[test]
+    fn a_cell_that_stops_reporting_becomes_unknown_and_recovers_with_its_next_outcome() {
+        let mut r = reports();
+        let t0 = Instant::now();
+        let cells = r.config().matrix.len();
+        for cell in 0..cells {
+            r.handle(&ok(cell, t0));
+        }
+        r.tick_at(t0 + Duration::from_secs(1));
+        assert!(r.correlator.cell_states().all(|s| s == CellState::Healthy));
+
+        // local.toml probes every 1 s with a 500 ms timeout: stale after 5.5 s of silence.
+        // Cell 0 goes on reporting; the others fall silent.
+        let limit = stale_after(r.config().targets[0].probe);
+        assert_eq!(limit, Duration::from_millis(5500));
+        r.handle(&ok(0, t0 + Duration::from_secs(5)));
+        r.tick_at(t0 + limit);
+        assert!(r.correlator.cell_states().all(|s| s == CellState::Healthy), "not stale at the limit");
+        r.tick_at(t0 + limit + Duration::from_millis(1));
+        let states: Vec<CellState> = r.correlator.cell_states().collect();
+        assert_eq!(states[0], CellState::Healthy);
+        assert!(states[1..].iter().all(|s| *s == CellState::Unknown), "{states:?}");
+        let text = r.shared.metrics.render();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("crossprobe_cell_state{") && l.ends_with(" -1")).count(),
+            cells - 1
+        );
+
+        r.handle(&ok(1, t0 + Duration::from_secs(7)));
+        r.tick_at(t0 + Duration::from_secs(7));
+        assert_eq!(r.correlator.cell_states().nth(1), Some(CellState::Healthy), "back with its next outcome");
     }
 }

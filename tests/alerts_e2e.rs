@@ -6,64 +6,25 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crossprobe::daemon::{Daemon, RunOptions};
 use serde_json::Value;
-use support::{brokers, encode, eventually, exclusive, free_port, http_get, local_matrix, parse, FAST};
-
-/// A Prometheus server of this test, stopped by process id when dropped.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::prometheus::Prometheus;
+use support::{brokers, eventually, exclusive, local_matrix, parse, FAST};
 
 fn start_prometheus(target: SocketAddr) -> Prometheus {
-    let dir = std::env::temp_dir().join(format!("crossprobe-prometheus-{}", support::unique()));
-    std::fs::create_dir_all(&dir).unwrap();
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/crossprobe-rules.yml");
-    let config = format!(
+    Prometheus::start(&format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: crossprobe\n    static_configs:\n      - targets: [\"{target}\"]\n",
         rules.display()
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus starts (installed by deploy/local/crossprobe-local install)");
-    Prometheus { child, addr, _dir: dir }
+    ))
 }
 
 /// The label sets of firing alerts named `name`.
 fn firing(p: &Prometheus, name: &str) -> Result<Vec<Value>, String> {
-    let query = format!("ALERTS{{alertname=\"{name}\",alertstate=\"firing\"}}");
-    let (status, body) =
-        http_get(p.addr, &format!("/api/v1/query?query={}", encode(&query))).map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!("status {status}: {body}"));
-    }
-    let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    Ok(v["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r["metric"].clone())
-        .collect())
+    let alerts = p.query(&format!("ALERTS{{alertname=\"{name}\",alertstate=\"firing\"}}"))?;
+    Ok(alerts.into_iter().map(|r| r["metric"].clone()).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,14 +35,8 @@ async fn partial_and_confirmed_outage_alerts_fire_in_prometheus_and_clear_after_
     let d = Daemon::start(parse(&toml), RunOptions::default()).await.unwrap();
     let prom = start_prometheus(d.addr());
     eventually("Prometheus scrapes the daemon", Duration::from_secs(60), || {
-        let (_, body) =
-            http_get(prom.addr, &format!("/api/v1/query?query={}", encode("up{job=\"crossprobe\"}")))
-                .map_err(|e| e.to_string())?;
-        if body.contains(r#""value":["#) && body.contains(r#","1"]"#) {
-            Ok(())
-        } else {
-            Err(body)
-        }
+        let up = prom.value("up{job=\"crossprobe\"}")?;
+        (up == "1").then_some(()).ok_or(up)
     })
     .await;
 

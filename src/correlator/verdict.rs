@@ -177,6 +177,14 @@ impl Correlator {
         Ok(w.record(outcome.is_failure(), &self.window))
     }
 
+    /// Forgets cell `cell`'s outcomes: it is `unknown` until its next outcome (a cell that
+    /// stopped reporting must not keep standing for its last state).
+    pub fn forget(&mut self, cell: usize) {
+        if let Some(w) = self.windows.get_mut(cell) {
+            *w = CellWindow::default();
+        }
+    }
+
     /// Evaluates the matrix once; call once per evaluation tick.
     pub fn tick(&mut self) -> &Verdict {
         self.tick += 1;

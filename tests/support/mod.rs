@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod prometheus;
 pub mod web;
 
 use std::path::{Path, PathBuf};
