@@ -41,8 +41,8 @@ struct CellSeries {
 
 /// Latencies in microseconds over the current and the previous window.
 struct Window {
-    current: Hdr<u64>,
-    previous: Hdr<u64>,
+    current: Hdr<u32>,
+    previous: Hdr<u32>,
     since: Instant,
 }
 
@@ -363,7 +363,7 @@ impl Metrics {
     pub fn roundtrip_window_by(&self, dims: &[&str], quantiles: &[f64]) -> Vec<GroupWindow> {
         let picked: Vec<(usize, &String)> =
             self.dimensions.iter().enumerate().filter(|(_, d)| dims.contains(&d.as_str())).collect();
-        let mut groups: std::collections::BTreeMap<Vec<&str>, Hdr<u64>> = Default::default();
+        let mut groups: std::collections::BTreeMap<Vec<&str>, Hdr<u32>> = Default::default();
         let cells = self.cells.read().expect("cells lock");
         let mut windows = self.windows.lock().expect("windows lock");
         let now = Instant::now();
@@ -489,9 +489,13 @@ pub struct GroupWindow {
     pub seconds: Vec<f64>,
 }
 
-/// 1 µs to 1 h at 2 significant digits: about 2 KiB per histogram.
-fn hdr() -> Hdr<u64> {
-    Hdr::new_with_bounds(1, 3_600_000_000, 2).expect("static bounds are valid")
+/// 1 µs to 1 s at 2 significant digits, growing on the first longer value (timeouts above 1 s):
+/// 1,792 `u32` counts, 7 KiB. Counts of one window (a minute or two of one cell's probes) never
+/// come near `u32::MAX`. Bounds of 1 µs to 1 h with `u64` counts took 26 KiB, two per cell.
+fn hdr() -> Hdr<u32> {
+    let mut h = Hdr::new_with_bounds(1, 1_000_000, 2).expect("static bounds are valid");
+    h.auto(true);
+    h
 }
 
 #[cfg(test)]

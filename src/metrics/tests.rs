@@ -289,3 +289,24 @@ fn windowed_round_trips_group_cells_by_the_dimensions_asked_for() {
     assert!((p50 - 0.002).abs() < 0.0001 && (p99 - 0.010).abs() < 0.0001, "p50 {p50} p99 {p99}");
     assert!(groups.iter().filter(|g| g.samples == 0).all(|g| g.seconds.is_empty()), "{groups:?}");
 }
+
+#[test]
+fn round_trips_beyond_a_second_are_kept_in_the_window() {
+    // Timeouts may exceed the windows' initial 1 s bound; such round trips must grow the
+    // window, not be dropped.
+    let m = metrics();
+    for (seq, ms) in [(1, 3), (2, 2_500), (3, 2_500)] {
+        let r = ProbeResult {
+            seq,
+            outcome: Outcome::Ok,
+            publish: None,
+            roundtrip: Some(Duration::from_millis(ms)),
+        };
+        m.record(0, &Event::Done(r));
+    }
+    let text = m.render();
+    let p50 =
+        line(&text, &series("crossprobe_roundtrip_window_seconds", &CELL0, &[("quantile", "0.5")])).unwrap();
+    let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((v - 2.5).abs() < 0.025, "HDR p50 should be 2.5 s within 1 %, saw {p50}");
+}

@@ -3,7 +3,7 @@
 //! that records broker states from librdkafka's statistics, and the blocking calls (metadata,
 //! watermarks) run on the blocking pool.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,6 +58,10 @@ impl Context {
 
 /// How long a new client may take to reach a broker before the broker counts as down.
 const CONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// A partition assigned this recently is not unassigned and assigned again (see
+/// [`Clients::assign_at_end`]).
+const REASSIGN_AFTER: Duration = Duration::from_secs(10);
 
 /// Whether a broker counts as down, from its librdkafka state, its previous state and whether
 /// it was down. A broker not in an established state is down, unless it is still making its
@@ -114,7 +118,8 @@ pub(super) struct Clients {
     /// The producer's view of the brokers.
     brokers: Context,
     /// Partitions in the consumer's assignment.
-    assigned: Mutex<HashSet<(String, i32)>>,
+    /// Partitions assigned, and when.
+    assigned: Mutex<HashMap<(String, i32), Instant>>,
     /// A partition was assigned: these clients hold state (topic ids, offsets) of the brokers.
     reached: AtomicBool,
     timeout: Duration,
@@ -168,7 +173,7 @@ impl Clients {
             consumer: Arc::new(consumer.create_with_context(Context::sharing_refusal(&brokers))?),
             admin,
             brokers,
-            assigned: Mutex::new(HashSet::new()),
+            assigned: Mutex::new(HashMap::new()),
             reached: AtomicBool::new(false),
             timeout: config.timeout,
             retention: config.topic_retention,
@@ -247,19 +252,40 @@ impl Clients {
     /// Consumes `partition` from its current end. The end is read first and assigned as a
     /// concrete offset, so a probe published right after is never skipped; a partition assigned
     /// before (its topic was recreated) moves to its new end.
+    ///
+    /// A partition assigned less than [`REASSIGN_AFTER`] ago is left as it is: cells sharing a
+    /// partition pin it at the same moment, and librdkafka aborts the process (an assertion in
+    /// `rd_kafka_assignment_partition_stopped`) when a partition is unassigned before its
+    /// assignment started. Their probes are published after the end that was read, so they are
+    /// consumed either way.
     pub async fn assign_at_end(&self, topic: &str, partition: i32) -> Result<(), ProbeError> {
         let consumer = self.consumer.clone();
         let timeout = self.timeout;
         let t = topic.to_owned();
         let (_, high) = blocking(move || consumer.fetch_watermarks(&t, partition, timeout)).await?;
-        let reassign = !self.assigned.lock().expect("assigned lock").insert((topic.to_owned(), partition));
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(high))
-            .map_err(|e| ProbeError::Connect(kind(&e)))?;
-        if reassign {
-            self.consumer.incremental_unassign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
+        let key = (topic.to_owned(), partition);
+        let reassign = {
+            let mut assigned = self.assigned.lock().expect("assigned lock");
+            match assigned.insert(key.clone(), Instant::now()) {
+                Some(at) if at.elapsed() < REASSIGN_AFTER => {
+                    assigned.insert(key, at);
+                    return Ok(());
+                }
+                previous => previous.is_some(),
+            }
+        };
+        let assign = || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(high))?;
+            if reassign {
+                self.consumer.incremental_unassign(&tpl)?;
+            }
+            self.consumer.incremental_assign(&tpl)
+        };
+        if let Err(e) = assign() {
+            self.assigned.lock().expect("assigned lock").remove(&key);
+            return Err(ProbeError::Connect(kind(&e)));
         }
-        self.consumer.incremental_assign(&tpl).map_err(|e| ProbeError::Connect(kind(&e)))?;
         self.reached.store(true, Ordering::Relaxed);
         Ok(())
     }
