@@ -437,6 +437,7 @@ impl Daemon {
                 probing,
                 reports,
                 watched: options.source.as_ref().map(|s| content_hash(&s.path)),
+                settling: None,
                 source: options.source,
                 watch: options.watch,
                 reload_requests,
@@ -485,6 +486,8 @@ struct ReportLoop {
     watch: Option<Duration>,
     /// Hash of the source file's content when it was last loaded or tried.
     watched: Option<u64>,
+    /// A changed content seen at the last look, waiting to be seen again unchanged.
+    settling: Option<u64>,
     reload_requests: mpsc::Receiver<ReloadRequest>,
 }
 
@@ -495,6 +498,7 @@ impl ReportLoop {
     fn reload(&mut self) -> Result<Applied, ReloadError> {
         let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
         self.watched = Some(content_hash(&source.path));
+        self.settling = None;
         let config = source.load()?;
         let (correlator, previous) = self.reports.prepare_reload(&config)?;
         let applied = self.probing.apply(&config)?;
@@ -502,13 +506,15 @@ impl ReportLoop {
         Ok(applied)
     }
 
-    /// Whether the watched file's content differs from what was last loaded or tried, so a
-    /// broken file is reported once, not at every look.
-    fn source_changed(&self) -> bool {
-        match (&self.source, self.watched) {
-            (Some(source), Some(seen)) => content_hash(&source.path) != seen,
-            _ => false,
-        }
+    /// Whether the watched file's content differs from what was last loaded or tried (so a
+    /// broken file is reported once, not at every look) and is the same as at the previous
+    /// look (so a file caught half-written by an editor is not loaded).
+    fn source_changed(&mut self) -> bool {
+        let (Some(source), Some(seen)) = (&self.source, self.watched) else { return false };
+        let now = content_hash(&source.path);
+        let settled = now != seen && self.settling == Some(now);
+        self.settling = (now != seen).then_some(now);
+        settled
     }
 }
 

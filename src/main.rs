@@ -45,8 +45,9 @@ enum Command {
         /// Also write every probe outcome to FILE as JSON lines, the input format of `replay`.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
-        /// Read the configuration file this often (e.g. "5s") and reload it when its content
-        /// changed, as SIGHUP does. Follows symlink swaps such as Kubernetes ConfigMap updates.
+        /// Read the configuration file this often (e.g. "5s") and reload it, as SIGHUP does, when
+        /// its content changed and then stayed the same for one interval. Follows symlink swaps
+        /// such as Kubernetes ConfigMap updates.
         #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
         watch_config: Option<std::time::Duration>,
         #[command(flatten)]
