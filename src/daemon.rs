@@ -497,9 +497,11 @@ impl ReportLoop {
     /// changes.
     fn reload(&mut self) -> Result<Applied, ReloadError> {
         let source = self.source.as_ref().ok_or(ReloadError::NoSource)?;
-        self.watched = Some(content_hash(&source.path));
+        // Read once: what is hashed as seen is exactly what is validated.
+        let text = source.read();
+        self.watched = Some(text_hash(text.as_deref().unwrap_or_default()));
         self.settling = None;
-        let config = source.load()?;
+        let config = source.parse(&text?)?;
         let (correlator, previous) = self.reports.prepare_reload(&config)?;
         let applied = self.probing.apply(&config)?;
         self.reports.reconfigure(config, correlator, &previous);
@@ -518,11 +520,16 @@ impl ReportLoop {
     }
 }
 
-/// A hash of a file's content; 0 when it cannot be read (a reload then reports why).
+/// A hash of a file's text; that of empty text when it cannot be read (a reload then reports
+/// why).
 fn content_hash(path: &std::path::Path) -> u64 {
+    text_hash(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn text_hash(text: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::fs::read(path).unwrap_or_default().hash(&mut h);
+    text.hash(&mut h);
     h.finish()
 }
 

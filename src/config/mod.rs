@@ -81,7 +81,18 @@ pub enum LoadError {
 impl ConfigSource {
     /// Reads, validates and shards the file.
     pub fn load(&self) -> Result<ValidatedConfig, LoadError> {
-        let config = ValidatedConfig::load(&self.path)?;
+        self.parse(&self.read()?)
+    }
+
+    /// The file's text, as [`ConfigSource::parse`] takes it.
+    pub fn read(&self) -> Result<String, LoadError> {
+        std::fs::read_to_string(&self.path)
+            .map_err(|source| LoadError::Config(ConfigError::Read { path: self.path.clone(), source }))
+    }
+
+    /// Validates and shards `text`, the file's content.
+    pub fn parse(&self, text: &str) -> Result<ValidatedConfig, LoadError> {
+        let config = ValidatedConfig::parse(text, &self.path)?;
         match self.shard {
             None => Ok(config),
             Some(shard) => {
