@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use crossprobe_probes::kafka::{KafkaCell, KafkaClientConfig, KafkaCluster};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Endpoint, KafkaSecurity, SaslMechanism, ValidatedConfig};
+use crate::config::{Endpoint, KafkaSecurity, SaslMechanism, Secret, ValidatedConfig};
 use crate::matrix::Cell;
 
 /// A cell's publisher, of whichever protocol its target speaks.
@@ -78,14 +79,42 @@ enum ClientSpec {
     Amqp { key: u64, config: AmqpClientConfig, queue: QueueSpec },
 }
 
+/// Passwords and CA files of one configuration, each read once however many cells use it.
+#[derive(Default)]
+pub struct Reads<'a> {
+    secrets: HashMap<&'a Secret, String>,
+    cas: HashMap<&'a Path, String>,
+}
+
+impl<'a> Reads<'a> {
+    fn secret(&mut self, tenant: &str, s: &'a Secret) -> Result<String, BackendError> {
+        if let Some(v) = self.secrets.get(s) {
+            return Ok(v.clone());
+        }
+        let v = s.resolve().map_err(|reason| BackendError::Secret { tenant: tenant.to_owned(), reason })?;
+        self.secrets.insert(s, v.clone());
+        Ok(v)
+    }
+
+    fn ca(&mut self, target: &str, path: &'a Path) -> Result<String, BackendError> {
+        if let Some(v) = self.cas.get(path) {
+            return Ok(v.clone());
+        }
+        let v = read_ca(target, path)?;
+        self.cas.insert(path, v.clone());
+        Ok(v)
+    }
+}
+
 impl CellSpec {
-    /// Resolves `cell` of `config`; fails only when a password cannot be read.
-    pub fn resolve(config: &ValidatedConfig, cell: &Cell) -> Result<CellSpec, BackendError> {
+    /// Resolves `cell` of `config`; fails only when a password or CA file cannot be read.
+    pub fn resolve<'a>(
+        config: &'a ValidatedConfig,
+        cell: &Cell,
+        reads: &mut Reads<'a>,
+    ) -> Result<CellSpec, BackendError> {
         let target = &config.targets[cell.target];
         let tenant = &config.tenants[cell.tenant];
-        let secret = |s: &crate::config::Secret| {
-            s.resolve().map_err(|reason| BackendError::Secret { tenant: tenant.name.clone(), reason })
-        };
         let client = match &target.endpoint {
             Endpoint::Kafka(k) => {
                 let t = tenant.kafka.as_ref().expect("the matrix pairs kafka targets with kafka tenants");
@@ -95,14 +124,14 @@ impl CellSpec {
                 }
                 if let Some(c) = &t.credentials {
                     properties.push(("sasl.username".into(), c.user.clone()));
-                    properties.push(("sasl.password".into(), secret(&c.password)?));
+                    properties.push(("sasl.password".into(), reads.secret(&tenant.name, &c.password)?));
                 }
                 // librdkafka reads the file itself; its content is part of the key, so a reload
                 // after the CA was rotated builds new clients.
                 let ca = match &k.ca_file {
                     Some(path) => {
                         properties.push(("ssl.ca.location".into(), path.display().to_string()));
-                        Some(read_ca(&target.name, path)?)
+                        Some(reads.ca(&target.name, path)?)
                     }
                     None => None,
                 };
@@ -131,9 +160,9 @@ impl CellSpec {
                     address: target.addresses[0].clone(),
                     vhost: t.vhost.clone(),
                     user: t.credentials.user.clone(),
-                    password: secret(&t.credentials.password)?,
+                    password: reads.secret(&tenant.name, &t.credentials.password)?,
                     tls: a.tls,
-                    ca_pem: a.ca_file.as_ref().map(|path| read_ca(&target.name, path)).transpose()?,
+                    ca_pem: a.ca_file.as_ref().map(|path| reads.ca(&target.name, path)).transpose()?,
                     heartbeat: a.heartbeat,
                     timeout: target.probe.timeout,
                 };

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::backends::{BackendError, Backends, CellBackend, CellSpec};
+use crate::backends::{BackendError, Backends, CellBackend, CellSpec, Reads};
 use crate::config::{ConfigSource, LoadError, LogFormat, ValidatedConfig};
 use crate::correlator::Correlator;
 use crate::matrix::{Cell, CellId};
@@ -197,8 +197,13 @@ impl Probing {
     /// Every password is read and every new client created before anything changes: on error
     /// the running matrix is left as it was.
     pub fn apply(&mut self, config: &ValidatedConfig) -> Result<Applied, BackendError> {
-        let specs: Vec<CellSpec> =
-            config.matrix.cells().iter().map(|c| CellSpec::resolve(config, c)).collect::<Result<_, _>>()?;
+        let mut reads = Reads::default();
+        let specs: Vec<CellSpec> = config
+            .matrix
+            .cells()
+            .iter()
+            .map(|c| CellSpec::resolve(config, c, &mut reads))
+            .collect::<Result<_, _>>()?;
         let mut applied = Applied::default();
         let mut fresh = Vec::new();
         for (i, (cell, spec)) in config.matrix.cells().iter().zip(&specs).enumerate() {

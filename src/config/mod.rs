@@ -243,7 +243,7 @@ pub struct Credentials {
 
 /// Where a password is read from. The config never holds the password itself, so this type
 /// can be logged and printed freely.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Secret {
     Env(String),
     File(PathBuf),
