@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossprobe::daemon::{Daemon, RunOptions};
 use serde_json::Value;
 use support::prometheus::Prometheus;
-use support::{brokers, eventually, exclusive, local_matrix, parse, FAST};
+use support::{brokers, eventually, exclusive, local_matrix, parse, stop_daemon, FAST};
 
 fn start_prometheus(target: SocketAddr) -> Prometheus {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/crossprobe-rules.yml");
@@ -80,6 +80,5 @@ async fn partial_and_confirmed_outage_alerts_fire_in_prometheus_and_clear_after_
         }
     })
     .await;
-    d.stop();
-    tokio::time::timeout(Duration::from_secs(20), d.wait()).await.unwrap().unwrap();
+    stop_daemon(d).await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossprobe::daemon::{Daemon, RunOptions};
 use serde_json::Value;
-use support::{brokers, eventually, exclusive, http_get, local_matrix, parse, FAST};
+use support::{brokers, eventually, exclusive, http_get, local_matrix, parse, stop_daemon, FAST};
 
 fn verdict(d: &Daemon) -> Result<Value, String> {
     let (status, body) = http_get(d.addr(), "/verdict").map_err(|e| e.to_string())?;
@@ -64,7 +64,7 @@ async fn the_daemon_serves_its_verdict_metrics_and_readiness_and_follows_a_real_
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
 
-    let Some(fault) = b.fault("b", "pause", None) else { return stop(d).await };
+    let Some(fault) = b.fault("b", "pause", None) else { return stop_daemon(d).await };
     let partial = eventually("partial verdict naming az=b", Duration::from_secs(30), || {
         let v = verdict(&d)?;
         match level_and_scopes(&v) {
@@ -90,7 +90,7 @@ async fn the_daemon_serves_its_verdict_metrics_and_readiness_and_follows_a_real_
         }
     })
     .await;
-    stop(d).await;
+    stop_daemon(d).await;
 
     // The record replays through the same correlator: it saw zone b go partial and recover.
     let config_file = tempfile_path("config.toml");
@@ -109,14 +109,6 @@ async fn the_daemon_serves_its_verdict_metrics_and_readiness_and_follows_a_real_
         levels.contains(&"partial".to_owned()) && levels.last().map(String::as_str) == Some("ok"),
         "replayed timeline: {stdout}"
     );
-}
-
-async fn stop(d: Daemon) {
-    d.stop();
-    tokio::time::timeout(Duration::from_secs(20), d.wait())
-        .await
-        .expect("daemon stops in time")
-        .expect("clean stop");
 }
 
 fn tempfile_path(name: &str) -> std::path::PathBuf {

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use crossprobe::config::ConfigSource;
 use crossprobe::daemon::{Daemon, RunOptions};
-use support::{brokers, eventually, exclusive, free_port, http, http_get, local_matrix, parse, FAST};
+use support::{
+    brokers, eventually, exclusive, free_port, http, http_get, local_matrix, parse, stop_daemon, FAST,
+};
 
 /// A config file under the test's own directory, removed on drop.
 struct ConfigFile(PathBuf);
@@ -315,8 +317,7 @@ async fn post_reload_changes_thresholds_and_settings_during_a_fault_keeping_stat
     assert_eq!(value(&text, "crossprobe_config_reloads_total", &[("result", "failure")]), Some(2.0));
     assert_eq!(value(&text, "crossprobe_config_last_reload_success", &[]), Some(0.0));
 
-    daemon.stop();
-    daemon.wait().await.unwrap();
+    stop_daemon(daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,8 +353,7 @@ async fn a_watched_file_is_reloaded_when_its_content_changes() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!((reloads("success"), reloads("failure")), (Some(1.0), Some(1.0)));
-    daemon.stop();
-    daemon.wait().await.unwrap();
+    stop_daemon(daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +397,6 @@ async fn a_reload_reads_passwords_again_and_reconnects_with_the_new_one() {
         states.iter().all(|(_, s)| s == "healthy").then_some(()).ok_or(format!("{states:?}"))
     })
     .await;
-    daemon.stop();
-    daemon.wait().await.unwrap();
+    stop_daemon(daemon).await;
     let _ = std::fs::remove_file(&secret);
 }

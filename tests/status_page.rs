@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use crossprobe::daemon::{Daemon, RunOptions};
 use serde_json::Value;
-use support::{brokers, eventually, exclusive, http_get, local_matrix, parse, FAST};
+use support::{
+    brokers, eventually, exclusive, http_get, http_response, local_matrix, parse, stop_daemon, FAST,
+};
 
 /// Longest a Chromium run may take before it is killed.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,7 +55,7 @@ async fn the_status_page_shows_zone_b_failing_in_headless_chromium() {
     let (toml, _) = local_matrix(b, &FAST);
     let d = Daemon::start(parse(&toml), RunOptions::default()).await.unwrap();
 
-    let (head, page) = get_with_head(d.addr(), "/");
+    let (head, page) = http_response(d.addr(), "GET", "/").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "GET / answered {head}");
     assert!(
         head.to_ascii_lowercase().contains("content-type: text/html; charset=utf-8"),
@@ -77,7 +79,7 @@ async fn the_status_page_shows_zone_b_failing_in_headless_chromium() {
         eprintln!(
             "status page test: no fault injection with the user's brokers; only the healthy page was checked"
         );
-        return stop(d).await;
+        return stop_daemon(d).await;
     };
     let partial = eventually(
         "zone b's cells failing, a and c healthy, verdict partial {az=b}",
@@ -137,7 +139,7 @@ async fn the_status_page_shows_zone_b_failing_in_headless_chromium() {
     .await
     .unwrap();
     fault.heal();
-    stop(d).await;
+    stop_daemon(d).await;
 
     // The rendered DOM: one tile per cell, in its zone's row, with its state.
     let tiles = tiles_of(&dom);
@@ -467,24 +469,4 @@ fn json(d: &Daemon, path: &str) -> Result<Value, String> {
         return Err(format!("{path}: status {status}"));
     }
     serde_json::from_str(&body).map_err(|e| format!("{path}: {e}: {body}"))
-}
-
-/// A GET that keeps the response head, for the content type.
-fn get_with_head(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    (head.to_owned(), body.to_owned())
-}
-
-async fn stop(d: Daemon) {
-    d.stop();
-    tokio::time::timeout(Duration::from_secs(20), d.wait())
-        .await
-        .expect("daemon stops in time")
-        .expect("clean stop");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crossprobe::daemon::{Daemon, RunOptions};
 use support::prometheus::Prometheus;
 use support::web::{bcrypt_hash, web_config, Pki};
-use support::{eventually, http_get, parse};
+use support::{eventually, http_get, parse, stop_daemon};
 
 /// Two jobs on the same daemon, differing only in the password.
 fn start_prometheus(target: SocketAddr, ca: &std::path::Path, password: &str) -> Prometheus {
@@ -38,9 +38,8 @@ async fn prometheus_scrapes_over_https_with_basic_auth_and_a_wrong_password_is_d
     let ca = pki.ca("ca");
     let server = ca.server(&pki, "server");
     let web = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nbasic_auth_users = {{ prometheus = \"{}\" }}",
-        server.cert.display(),
-        server.key.display(),
+        "{}\nbasic_auth_users = {{ prometheus = \"{}\" }}",
+        server.web_tls(),
         bcrypt_hash("scrape-me")
     );
     let d = Daemon::start(parse(&web_config(&pki, &web)), RunOptions::default()).await.unwrap();
@@ -58,6 +57,5 @@ async fn prometheus_scrapes_over_https_with_basic_auth_and_a_wrong_password_is_d
     let (_, body) = http_get(prom.addr, "/api/v1/targets").unwrap();
     assert!(body.contains("401 Unauthorized"), "the wrong job should fail on 401, targets: {body}");
     drop(prom);
-    d.stop();
-    tokio::time::timeout(Duration::from_secs(20), d.wait()).await.unwrap().unwrap();
+    stop_daemon(d).await;
 }

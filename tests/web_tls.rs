@@ -9,13 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossprobe::daemon::{Daemon, RunOptions};
 use support::web::{bcrypt_hash, web_config, Client, Pki};
-use support::{http_get, parse};
-
-async fn stop(d: Daemon) {
-    d.stop();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), d.wait()).await;
-    assert!(matches!(stopped, Ok(Ok(()))), "the daemon should stop cleanly, saw {stopped:?}");
-}
+use support::{http_get, parse, stop_daemon};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_basic_auth_guards_every_endpoint() {
@@ -23,9 +17,8 @@ async fn https_with_basic_auth_guards_every_endpoint() {
     let ca = pki.ca("ca");
     let server = ca.server(&pki, "server");
     let web = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nbasic_auth_users = {{ prometheus = \"{}\" }}",
-        server.cert.display(),
-        server.key.display(),
+        "{}\nbasic_auth_users = {{ prometheus = \"{}\" }}",
+        server.web_tls(),
         bcrypt_hash("scrape-me")
     );
     let d = Daemon::start(parse(&web_config(&pki, &web)), RunOptions::default()).await.unwrap();
@@ -61,7 +54,7 @@ async fn https_with_basic_auth_guards_every_endpoint() {
     );
     let stranger = Client::new(&pki.ca("other-ca").path, None).get(d.addr(), "/healthz", right).await;
     assert!(stranger.is_err(), "a client trusting another CA must not get through: {stranger:?}");
-    stop(d).await;
+    stop_daemon(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,12 +63,7 @@ async fn a_client_ca_requires_a_certificate_it_signed() {
     let ca = pki.ca("ca");
     let server = ca.server(&pki, "server");
     let clients = pki.ca("clients");
-    let web = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\ntls_client_ca_file = \"{}\"",
-        server.cert.display(),
-        server.key.display(),
-        clients.path.display()
-    );
+    let web = format!("{}\ntls_client_ca_file = \"{}\"", server.web_tls(), clients.path.display());
     let d = Daemon::start(parse(&web_config(&pki, &web)), RunOptions::default()).await.unwrap();
 
     let signed = Client::new(&ca.path, Some(&clients.client(&pki, "prometheus")));
@@ -88,7 +76,7 @@ async fn a_client_ca_requires_a_certificate_it_signed() {
     let foreign = Client::new(&ca.path, Some(&ca.client(&pki, "intruder")));
     let r = foreign.get(d.addr(), "/metrics", None).await;
     assert!(r.is_err(), "a certificate from another CA must be refused: {r:?}");
-    stop(d).await;
+    stop_daemon(d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,8 +84,7 @@ async fn rotated_certificates_are_served_to_new_connections_and_bad_ones_are_not
     let pki = Pki::new();
     let old_ca = pki.ca("old-ca");
     let live = old_ca.server(&pki, "live");
-    let web =
-        format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"", live.cert.display(), live.key.display());
+    let web = live.web_tls();
     let d = Daemon::start(parse(&web_config(&pki, &web)), RunOptions::default()).await.unwrap();
     let (trusts_old, new_ca) = (Client::new(&old_ca.path, None), pki.ca("new-ca"));
     let trusts_new = Client::new(&new_ca.path, None);
@@ -123,7 +110,7 @@ async fn rotated_certificates_are_served_to_new_connections_and_bad_ones_are_not
     std::fs::copy(pki.ca("spare").server(&pki, "spare").key, &live.key).unwrap();
     let r = trusts_new.get(d.addr(), "/healthz", None).await;
     assert_eq!(r.map(|r| r.status), Ok(200), "a broken rotation must keep the previous certificate");
-    stop(d).await;
+    stop_daemon(d).await;
 }
 
 #[test]
@@ -132,11 +119,7 @@ fn check_keeps_password_hashes_to_itself() {
     let ca = pki.ca("ca");
     let server = ca.server(&pki, "server");
     let hash = bcrypt_hash("check-me");
-    let web = format!(
-        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nbasic_auth_users = {{ prometheus = \"{hash}\" }}",
-        server.cert.display(),
-        server.key.display(),
-    );
+    let web = format!("{}\nbasic_auth_users = {{ prometheus = \"{hash}\" }}", server.web_tls());
     let file = pki.path("web.toml");
     std::fs::write(&file, web_config(&pki, &web)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))

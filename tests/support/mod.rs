@@ -209,6 +209,17 @@ pub fn http(
     method: &str,
     path_and_query: &str,
 ) -> std::io::Result<(u16, String)> {
+    let (head, body) = http_response(addr, method, path_and_query)?;
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body))
+}
+
+/// A bodiless HTTP/1.1 request: the response's head (status line and headers) and its body.
+pub fn http_response(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path_and_query: &str,
+) -> std::io::Result<(String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
@@ -220,9 +231,17 @@ pub fn http(
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+    Ok((head.to_owned(), if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+/// Stops a daemon and checks it stopped cleanly within 20 s.
+pub async fn stop_daemon(d: crossprobe::daemon::Daemon) {
+    d.stop();
+    tokio::time::timeout(std::time::Duration::from_secs(20), d.wait())
+        .await
+        .expect("daemon stops in time")
+        .expect("clean stop");
 }
 
 fn dechunk(mut body: &str) -> String {

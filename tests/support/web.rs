@@ -64,6 +64,13 @@ pub struct Identity {
     pub key: PathBuf,
 }
 
+impl Identity {
+    /// The `[daemon.web]` lines serving this identity.
+    pub fn web_tls(&self) -> String {
+        format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"", self.cert.display(), self.key.display())
+    }
+}
+
 impl Ca {
     /// A server certificate for 127.0.0.1 and localhost, written to `NAME.crt` and `NAME.key`.
     pub fn server(&self, pki: &Pki, name: &str) -> Identity {
