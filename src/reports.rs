@@ -132,16 +132,12 @@ impl Reports {
                 unchanged = applied.unchanged,
                 "configuration reloaded"
             ),
-            Err(ReloadError::Invalid(LoadError::Config(e))) if !e.problems().is_empty() => {
-                let file = match e {
-                    ConfigError::Invalid { file, .. } => file.as_path(),
-                    ConfigError::Read { path, .. } => path.as_path(),
-                };
-                for p in e.problems() {
+            Err(ReloadError::Invalid(LoadError::Config(ConfigError::Invalid { file, problems }))) => {
+                for p in problems {
                     error!(problem = %p.render(file), "configuration reload refused");
                 }
                 error!(
-                    problems = e.problems().len(),
+                    problems = problems.len(),
                     "configuration reload refused; the running configuration stays"
                 );
             }
