@@ -118,6 +118,16 @@ struct Running {
     task: tokio::task::JoinHandle<Tracker>,
 }
 
+impl Running {
+    /// Stops the worker for good (removed or replaced by a reload): it finishes its probes in
+    /// flight, then releases the cell. Returns the token cancelled once it has ended.
+    fn retire(&self) -> CancellationToken {
+        self.retire.store(true, Ordering::Relaxed);
+        self.stop.cancel();
+        self.ended.clone()
+    }
+}
+
 /// What a reload changed among the cells.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Applied {
@@ -238,9 +248,7 @@ impl Probing {
             let predecessor = old.map(|old| {
                 // Its last reports still count for the cell.
                 self.slots.insert(old.slot, i);
-                ending.push(old.ended.clone());
-                old.retire.store(true, Ordering::Relaxed);
-                old.stop.cancel();
+                ending.push(old.retire());
                 old.task
             });
             if predecessor.is_some() {
@@ -254,9 +262,7 @@ impl Probing {
             self.running.insert(cell.id.clone(), running);
         }
         for (_, old) in previous {
-            ending.push(old.ended.clone());
-            old.retire.store(true, Ordering::Relaxed);
-            old.stop.cancel();
+            ending.push(old.retire());
             applied.removed += 1;
         }
         let keep = self.running.values().map(|r| r.client).collect();
