@@ -7,7 +7,7 @@
 //! - [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
 //! - [`correlator`]: cell states, the scopes that explain failing cells, and the verdict with its
 //!   evidence; also `replay` and `localize`, the same scoring run offline.
-//! - [`report`]: the tables the CLI prints.
+//! - [`tables`]: the tables the CLI prints.
 //! - [`reports`]: the task that owns the correlator: metrics, verdicts, readiness, records.
 //! - [`shard`]: `--shard I/N`, one replica's deterministic part of a large matrix.
 //! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
@@ -25,7 +25,7 @@ pub mod correlator;
 pub mod daemon;
 pub mod matrix;
 pub mod metrics;
-pub mod report;
+pub mod tables;
 pub mod reports;
 pub mod scheduler;
 pub mod server;

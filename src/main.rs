@@ -100,7 +100,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config, shard } => match load_shard(&config, shard) {
             Ok(config) => {
-                print!("{}", crossprobe::report::matrix_table(&config));
+                print!("{}", crossprobe::tables::matrix_table(&config));
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
             log_shard(shard, &config);
             match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once(&config))?)) {
                 Ok(results) => {
-                    print!("{}", crossprobe::report::once_table(&config, &results));
+                    print!("{}", crossprobe::tables::once_table(&config, &results));
                     let all_ok = results.iter().all(|r| r.is_some_and(|r| !r.outcome.is_failure()));
                     if all_ok {
                         ExitCode::SUCCESS

@@ -5,7 +5,7 @@
 //! overrides and expands the probe matrix. Only a [`ValidatedConfig`] can start the daemon.
 
 mod error;
-mod plan;
+mod expand;
 mod raw;
 mod targets;
 mod validate;

@@ -20,7 +20,7 @@ pub(super) fn validate(source: &str) -> Result<ValidatedConfig, Vec<Problem>> {
     let tenants = tenants(&mut p, &raw.tenants);
     let targets = super::targets::targets(&mut p, &raw.targets, defaults);
     let mut correlator = correlator(&mut p, &raw.correlator);
-    let matrix = super::plan::expand(&mut p, &raw, &targets, &tenants);
+    let matrix = super::expand::expand(&mut p, &raw, &targets, &tenants);
     if let Some(matrix) = &matrix {
         correlator.quorum = quorum(&mut p, &raw.correlator, matrix);
     }
