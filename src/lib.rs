@@ -1,35 +1,46 @@
 //! crossprobe: a synthetic round-trip prober for Kafka and RabbitMQ that reads the pattern of
 //! failures across zones, tenants, protocols and brokers, and pages only on confirmed outages.
 //!
-//! - [`backends`]: broker clients shared per cluster or connection, one backend per cell.
-//! - [`config`]: the TOML file, strict parsing, validation that reports every mistake.
-//! - [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
-//! - [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
-//! - [`correlator`]: cell states, the scopes that explain failing cells, and the verdict with its
-//!   evidence; also `replay` and `localize`, the same scoring run offline.
-//! - [`tables`]: the tables the CLI prints.
-//! - [`reports`]: the task that owns the correlator: metrics, verdicts, readiness, records.
-//! - [`shard`]: `--shard I/N`, one replica's deterministic part of a large matrix.
-//! - [`scheduler`]: one probe worker per cell: cadence, timeouts, reports.
-//! - [`daemon`]: the long-running process and `once`: workers, report handling, orderly stop.
-//! - [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`, the status page.
-//! - [`status`]: the status page at `/`, its document, verdicts in plain words, verdict history.
-//! - [`web`]: `[daemon.web]`: HTTPS and basic auth for those endpoints, as Prometheus exporters.
-//! - [`shutdown`]: the cancellation tree and task tracker every task hangs off.
+//! Modules by layer, top to bottom. A module imports only modules of lower layers (the binary,
+//! `main.rs`, sits above them all); `tests/architecture.rs` reads the imports and keeps it so.
+//!
+//! 1. [`daemon`]: start-up wiring, the run loop, the ordered stop; and `once`.
+//! 2. [`evaluator`]: owns the correlator: observations in, metrics and published state out.
+//!    [`server`]: HTTP: `/metrics`, `/verdict`, `/healthz`, `/readyz`, `/-/reload`, the page.
+//! 3. [`workers`]: the worker pool, one probe worker per cell; applies a reload plan.
+//!    [`status`]: the status page at `/` and the document it polls.
+//! 4. [`reload`]: reload requests, why one is refused, the config watch, the reload plan.
+//!    [`published`]: the verdict document, readiness and history, as typed values.
+//! 5. [`correlator`]: cell states, the scopes that explain failing cells, the verdict.
+//!    [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
+//!    [`clients`]: validated config to broker clients, shared per cluster or connection.
+//!    [`offline`]: `replay` and `localize`, the same scoring on recorded outcomes.
+//!    [`tables`]: the tables the CLI prints.
+//!    [`web`]: `[daemon.web]`: HTTPS and basic auth for the endpoints.
+//! 6. [`config`]: the TOML file, strict parsing, validation that reports every mistake.
+//! 7. [`shard`]: `--shard I/N`, one replica's deterministic part of a large matrix.
+//!    [`pem`]: PEM certificate and key files, read alike by `check` and the HTTPS server.
+//!    [`shutdown`]: the cancellation tree and task tracker every task hangs off.
+//! 8. [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
+//!
+//! Below them all, the `crossprobe-probes` crate: broker I/O only.
 
 #![forbid(unsafe_code)]
 
-pub mod backends;
+pub mod clients;
 pub mod config;
 pub mod correlator;
 pub mod daemon;
+pub mod evaluator;
 pub mod matrix;
 pub mod metrics;
-pub mod tables;
-pub mod reports;
-pub mod scheduler;
+pub mod pem;
+pub mod published;
+pub mod reload;
 pub mod server;
 pub mod shard;
 pub mod shutdown;
 pub mod status;
+pub mod tables;
 pub mod web;
+pub mod workers;

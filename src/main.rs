@@ -1,11 +1,12 @@
 //! The `crossprobe` command: parses arguments, calls the library, maps the result to an exit
 //! code (0 ok, 64 bad configuration or usage, 1 runtime failure).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crossprobe::config::{ConfigSource, ValidatedConfig};
+use crossprobe::config::{ConfigSource, LogFormat, ValidatedConfig};
 use crossprobe::daemon::RunOptions;
 use crossprobe::shard::Shard;
 
@@ -110,7 +111,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            crossprobe::daemon::init_logging(config.daemon.log_format);
+            init_logging(config.daemon.log_format);
             log_shard(shard, &config);
             match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once(&config))?)) {
                 Ok(results) => {
@@ -130,12 +131,17 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            crossprobe::daemon::init_logging(config.daemon.log_format);
+            init_logging(config.daemon.log_format);
             log_shard(shard, &config);
             match runtime().and_then(|rt| {
                 Ok(rt.block_on(crossprobe::daemon::run(
                     config,
-                    RunOptions { record, source: Some(source(&path, shard)), watch: watch_config },
+                    RunOptions {
+                        record,
+                        source: Some(source(&path, shard)),
+                        watch: watch_config,
+                        sighup: true,
+                    },
                 ))?)
             }) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -213,6 +219,25 @@ fn log_shard(shard: ShardArg, config: &ValidatedConfig) {
     if let Some(shard) = shard.shard {
         tracing::info!(shard = %shard, cells = config.matrix.len(), "probing one shard of the matrix");
     }
+}
+
+/// Without `RUST_LOG`: INFO, but lapin's own logs off, since it logs every broker disconnect
+/// as an error; the clients report connection state themselves, and broker failures are data.
+const DEFAULT_LOG_FILTER: &str = "info,lapin=off";
+
+/// Installs the global log subscriber: `RUST_LOG` filters (default [`DEFAULT_LOG_FILTER`]),
+/// text or JSON, on stderr.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {

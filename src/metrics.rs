@@ -10,55 +10,29 @@
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crossprobe_probes::outcome::{ErrorKind, OUTCOME_NAMES};
+use crossprobe_probes::outcome::OUTCOME_NAMES;
 use crossprobe_probes::tracker::Event;
 use hdrhistogram::Histogram as Hdr;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::matrix::Matrix;
+use series::{CellSeries, Families};
+
+mod series;
 
 /// Window of the HDR quantiles: they describe the last one to two minutes.
 const QUANTILE_WINDOW: Duration = Duration::from_secs(60);
 /// Quantiles exported from the HDR window.
 pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
-/// Handles of one cell's series, resolved once so recording is a few atomic adds.
-struct CellSeries {
-    labels: Vec<String>,
-    outcomes: Vec<IntCounter>,
-    roundtrip: Histogram,
-    publish: Histogram,
-    duplicates: IntCounter,
-    reorders: IntCounter,
-    foreign: IntCounter,
-    late: IntCounter,
-    corrupt: IntCounter,
-    state: IntGauge,
-}
-
 /// Latencies in microseconds over the current and the previous window.
 struct Window {
     current: Hdr<u32>,
     previous: Hdr<u32>,
     since: Instant,
-}
-
-/// The per-cell metric families, kept to create and remove cells' series on reloads.
-struct Families {
-    probes: IntCounterVec,
-    errors: IntCounterVec,
-    roundtrip: HistogramVec,
-    publish: HistogramVec,
-    duplicates: IntCounterVec,
-    reorders: IntCounterVec,
-    foreign: IntCounterVec,
-    late: IntCounterVec,
-    corrupt: IntCounterVec,
-    quantiles: GaugeVec,
-    state: IntGaugeVec,
 }
 
 /// The registry and every metric in it.
@@ -287,7 +261,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one worker report of cell `cell`.
+    /// Observes how late a probe started after its scheduled time.
+    pub fn started(&self, lag: Duration) {
+        self.scheduler_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Counts one probe outcome or stray message of cell `cell`.
     pub fn record(&self, cell: usize, event: &Event) {
         let cells = self.cells.read().expect("cells lock");
         let s = &cells[cell];
@@ -407,56 +386,6 @@ impl Metrics {
             }
         }
     }
-}
-
-impl Families {
-    /// Creates (or finds) the series of one cell, with its state unknown.
-    fn create(&self, labels: &[String]) -> CellSeries {
-        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
-        for q in QUANTILES {
-            self.quantiles.with_label_values(&plus(&l, &q.to_string())).set(f64::NAN);
-        }
-        let s = CellSeries {
-            labels: labels.to_vec(),
-            outcomes: OUTCOME_NAMES.iter().map(|o| self.probes.with_label_values(&plus(&l, o))).collect(),
-            roundtrip: self.roundtrip.with_label_values(&l),
-            publish: self.publish.with_label_values(&l),
-            duplicates: self.duplicates.with_label_values(&l),
-            reorders: self.reorders.with_label_values(&l),
-            foreign: self.foreign.with_label_values(&l),
-            late: self.late.with_label_values(&l),
-            corrupt: self.corrupt.with_label_values(&l),
-            state: self.state.with_label_values(&l),
-        };
-        s.state.set(-1);
-        s
-    }
-
-    /// Removes every series of one cell, the error series it may have created included.
-    fn remove(&self, labels: &[String]) {
-        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
-        for q in QUANTILES {
-            let _ = self.quantiles.remove_label_values(&plus(&l, &q.to_string()));
-        }
-        for o in OUTCOME_NAMES {
-            let _ = self.probes.remove_label_values(&plus(&l, o));
-        }
-        for stage in ["connect", "publish"] {
-            for kind in ErrorKind::ALL {
-                let _ = self.errors.remove_label_values(&plus(&plus(&l, stage), kind.as_str()));
-            }
-        }
-        let _ = self.roundtrip.remove_label_values(&l);
-        let _ = self.publish.remove_label_values(&l);
-        for c in [&self.duplicates, &self.reorders, &self.foreign, &self.late, &self.corrupt] {
-            let _ = c.remove_label_values(&l);
-        }
-        let _ = self.state.remove_label_values(&l);
-    }
-}
-
-fn plus<'a>(l: &[&'a str], v: &'a str) -> Vec<&'a str> {
-    l.iter().copied().chain([v]).collect()
 }
 
 impl Window {

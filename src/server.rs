@@ -4,12 +4,12 @@
 //! `POST /-/reload` (read the configuration file again, like SIGHUP), and the status page `/`
 //! with the document it polls, `/api/status` (see [`crate::status`]).
 //!
-//! Handlers only read what the daemon's report task published; they never touch the
-//! correlator's tables. The server is stopped last, so the final scrape sees final counts.
+//! Handlers only read what the evaluator published ([`crate::published`]) and the metrics; they
+//! never touch the correlator's tables. The server is stopped last, so the final scrape sees final counts.
 //! `[daemon.web]` (TLS, basic auth) wraps the routes and the listener in `crate::web`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -17,25 +17,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{request_reload, ReloadRequest};
 use crate::metrics::Metrics;
-use crate::status::{self, VerdictHistory};
+use crate::published::Published;
+use crate::reload::ReloadHandle;
+use crate::status;
 use crate::web::Web;
 
-/// What the handlers serve, published by the daemon's report task.
+/// What the handlers read.
 pub struct Shared {
-    pub metrics: Metrics,
-    /// The current verdict document, already serialized.
-    pub verdict: RwLock<String>,
-    /// `None` when ready, otherwise why not.
-    pub not_ready: RwLock<Option<String>>,
-    /// Where `POST /-/reload` asks the report task for a reload.
-    pub reload: mpsc::Sender<ReloadRequest>,
-    /// The last verdict changes, for the status page.
-    pub history: Mutex<VerdictHistory>,
+    pub metrics: Arc<Metrics>,
+    pub published: Arc<Published>,
+    /// Where `POST /-/reload` asks for a reload.
+    pub reload: ReloadHandle,
 }
 
 /// The routes over `shared`.
@@ -73,8 +68,23 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn verdict(State(s): State<Arc<Shared>>) -> Response {
-    let body = s.verdict.read().expect("verdict lock").clone();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    match s.published.verdict() {
+        Some(document) => json(&*document, &[]),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+    }
+}
+
+fn json(value: &impl serde::Serialize, headers: &[(header::HeaderName, &'static str)]) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => {
+            let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+            for (name, value) in headers {
+                response.headers_mut().insert(name, header::HeaderValue::from_static(value));
+            }
+            response
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn page() -> Response {
@@ -83,12 +93,11 @@ async fn page() -> Response {
 }
 
 async fn status_document(State(s): State<Arc<Shared>>) -> Response {
-    let body = status::document(&s).to_string();
-    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+    json(&status::document(&s.published, &s.metrics), &[(header::CACHE_CONTROL, "no-store")])
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
-    match s.not_ready.read().expect("readiness lock").clone() {
+    match s.published.not_ready() {
         None => (StatusCode::OK, "ready\n".to_owned()).into_response(),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
@@ -97,7 +106,7 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 /// Reloads the configuration like SIGHUP: 200 with what changed, or 500 with why the running
 /// configuration stays (every problem of an invalid file, one per line), like Prometheus.
 async fn reload(State(s): State<Arc<Shared>>) -> Response {
-    match request_reload(&s.reload).await {
+    match s.reload.reload().await {
         Ok(applied) => (StatusCode::OK, format!("reloaded: {applied}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}\n")).into_response(),
     }

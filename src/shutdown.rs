@@ -1,7 +1,17 @@
-//! Orderly stop: one cancellation tree and one task tracker for every task the daemon starts.
+//! The stop tree: one cancellation tree and one task tracker for every task the daemon starts.
 //!
-//! Tasks are spawned through [`Shutdown::spawn`] so none is left running unseen; a signal
-//! cancels the root token, and [`Shutdown::drain`] waits, within a grace period, for all of them.
+//! The tree is a chain, so each part can be stopped on its own and in order while cancelling an
+//! outer token still stops everything inside it:
+//!
+//! ```text
+//! server (root)  the HTTP server: stopped last, so the final scrape sees final counts
+//!   clients      broker clients (Kafka consumers, AMQP supervisors)
+//!     workers    probe workers: stopped first, they finish their probes in flight
+//!       request  "please stop": a signal or `Daemon::stop`; the run loop then stops the rest
+//! ```
+//!
+//! Every task is spawned on [`Shutdown::spawn`], so none runs unseen; [`Shutdown::drain`] waits,
+//! within a grace period, for all of them.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,11 +19,24 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// The root of the daemon's cancellation tree and the tracker of its tasks.
-#[derive(Debug, Clone, Default)]
+/// The daemon's cancellation tree and the tracker of its tasks. Clones share both.
+#[derive(Debug, Clone)]
 pub struct Shutdown {
-    token: CancellationToken,
+    server: CancellationToken,
+    clients: CancellationToken,
+    workers: CancellationToken,
+    request: CancellationToken,
     tracker: TaskTracker,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let server = CancellationToken::new();
+        let clients = server.child_token();
+        let workers = clients.child_token();
+        let request = workers.child_token();
+        Shutdown { server, clients, workers, request, tracker: TaskTracker::new() }
+    }
 }
 
 impl Shutdown {
@@ -21,9 +44,29 @@ impl Shutdown {
         Self::default()
     }
 
-    /// Cancelled when the daemon begins to stop.
-    pub fn token(&self) -> CancellationToken {
-        self.token.clone()
+    /// Cancelled when a stop is asked for; the run loop watches it.
+    pub fn request(&self) -> &CancellationToken {
+        &self.request
+    }
+
+    /// Cancelled when the probe workers must stop scheduling.
+    pub fn workers(&self) -> &CancellationToken {
+        &self.workers
+    }
+
+    /// Cancelled when the broker clients must close.
+    pub fn clients(&self) -> &CancellationToken {
+        &self.clients
+    }
+
+    /// Cancelled when the HTTP server must stop: the root, so everything else stops with it.
+    pub fn server(&self) -> &CancellationToken {
+        &self.server
+    }
+
+    /// The tracker every task is spawned on.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
     }
 
     /// Starts a tracked task; [`Shutdown::drain`] waits for it.
@@ -33,11 +76,6 @@ impl Shutdown {
         F::Output: Send + 'static,
     {
         self.tracker.spawn(task)
-    }
-
-    /// Begins the stop: every task watching the token sees it cancelled.
-    pub fn trigger(&self) {
-        self.token.cancel();
     }
 
     /// Waits for every tracked task to end, up to `grace`. Returns false if some were still
@@ -75,14 +113,14 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn drain_waits_for_tasks_that_honour_the_token() {
+    async fn drain_waits_for_tasks_that_honour_their_token() {
         let s = Shutdown::new();
-        let token = s.token();
+        let token = s.workers().clone();
         s.spawn(async move {
             token.cancelled().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         });
-        s.trigger();
+        s.server().cancel();
         assert!(s.drain(Duration::from_secs(1)).await, "task should finish within grace");
     }
 
@@ -90,7 +128,21 @@ mod tests {
     async fn drain_reports_a_task_that_overstays() {
         let s = Shutdown::new();
         s.spawn(tokio::time::sleep(Duration::from_secs(60)));
-        s.trigger();
+        s.server().cancel();
         assert!(!s.drain(Duration::from_secs(1)).await, "grace should run out");
+    }
+
+    #[test]
+    fn each_part_stops_alone_and_an_outer_token_stops_what_is_inside() {
+        let s = Shutdown::new();
+        s.request().cancel();
+        assert!(!s.workers().is_cancelled(), "a stop request does not stop the workers by itself");
+        s.workers().cancel();
+        assert!(!s.clients().is_cancelled(), "clients outlive the workers");
+        let t = Shutdown::new();
+        t.server().cancel();
+        for (name, token) in [("clients", t.clients()), ("workers", t.workers()), ("request", t.request())] {
+            assert!(token.is_cancelled(), "cancelling the root must reach {name}");
+        }
     }
 }

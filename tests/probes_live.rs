@@ -8,21 +8,23 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crossprobe::config::ValidatedConfig;
-use crossprobe::daemon::{self, Probing};
+use crossprobe::daemon;
+use crossprobe::shutdown::Shutdown;
+use crossprobe::workers::{Seen, WorkerPool};
 use crossprobe_probes::outcome::{ErrorKind, Outcome};
 use crossprobe_probes::tracker::Event;
 use support::{brokers, exclusive, local_matrix, parse, FAST};
 
 /// Outcomes per cell id seen over `period`.
 async fn collect(
-    p: &mut Probing,
+    p: &mut WorkerPool,
     config: &ValidatedConfig,
     period: Duration,
 ) -> BTreeMap<String, Vec<Outcome>> {
     let mut seen: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
     let until = tokio::time::Instant::now() + period;
     while let Ok(Some(r)) = tokio::time::timeout_at(until, p.next()).await {
-        if let Event::Done(d) = r.event {
+        if let Seen::Probe(Event::Done(d)) = r.seen {
             seen.entry(config.matrix.cells()[r.cell].id.to_string()).or_default().push(d.outcome);
         }
     }
@@ -31,7 +33,7 @@ async fn collect(
 
 /// Waits until every cell matching `filter` has reported `ok` since the call, or panics.
 async fn until_ok(
-    p: &mut Probing,
+    p: &mut WorkerPool,
     config: &ValidatedConfig,
     filter: impl Fn(&str) -> bool,
     within: Duration,
@@ -42,7 +44,7 @@ async fn until_ok(
     while !pending.is_empty() {
         match tokio::time::timeout_at(deadline, p.next()).await {
             Ok(Some(r)) => {
-                if matches!(r.event, Event::Done(d) if d.outcome == Outcome::Ok) {
+                if matches!(r.seen, Seen::Probe(Event::Done(d)) if d.outcome == Outcome::Ok) {
                     let id = config.matrix.cells()[r.cell].id.to_string();
                     pending.retain(|c| *c != id);
                 }
@@ -53,10 +55,10 @@ async fn until_ok(
 }
 
 /// The local matrix, probing, once every cell has reported ok.
-async fn healthy_matrix() -> (ValidatedConfig, Probing) {
+async fn healthy_matrix() -> (ValidatedConfig, WorkerPool) {
     let (toml, _) = local_matrix(brokers(), &FAST);
     let config = parse(&toml);
-    let mut p = Probing::start(&config, false, None).await.unwrap();
+    let mut p = WorkerPool::start(&config, false, &Shutdown::new()).unwrap();
     until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
     (config, p)
 }
@@ -226,13 +228,15 @@ async fn stray_messages_are_counted_as_duplicate_corrupt_and_foreign_never_ok() 
     let topic =
         config.tenants[config.matrix.cells()[kafka_cell].tenant].kafka.as_ref().unwrap().topic.clone();
     inject_kafka(&b.kafka[0], &topic, strays(kafka_cell));
-    let queue = crossprobe::backends::queue_name(&config.daemon.instance, &config.matrix.cells()[amqp_cell]);
+    let queue = crossprobe::clients::queue_name(&config.daemon.instance, &config.matrix.cells()[amqp_cell]);
     inject_amqp(&b.amqp[0], &b.acme_password, &queue, strays(amqp_cell)).await;
 
     let mut events: BTreeMap<usize, Vec<Event>> = BTreeMap::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(Some(r)) = tokio::time::timeout_at(until, p.next()).await {
-        events.entry(r.cell).or_default().push(r.event);
+        if let Seen::Probe(e) = r.seen {
+            events.entry(r.cell).or_default().push(e);
+        }
     }
     p.stop().await.unwrap();
     for cell in [kafka_cell, amqp_cell] {
@@ -303,7 +307,7 @@ async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
         return;
     }
     let cell = config.matrix.cells().iter().find(|c| c.id.as_str() == "rabbit-a/acme").unwrap();
-    let queue = crossprobe::backends::queue_name(&config.daemon.instance, cell);
+    let queue = crossprobe::clients::queue_name(&config.daemon.instance, cell);
     let base: u16 =
         std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
     let out = std::process::Command::new("rabbitmqctl")

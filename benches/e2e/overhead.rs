@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crossprobe::daemon::Probing;
+use crossprobe::shutdown::Shutdown;
+use crossprobe::workers::{Seen, WorkerPool};
 use crossprobe_probes::tracker::Event;
 
 use super::support::{brokers, parse, unique};
@@ -44,12 +45,12 @@ amqp = {{ vhost = "acme", user = "crossprobe-acme", password_env = "CROSSPROBE_A
     let config = parse(&toml);
     let period = Duration::from_secs(o.seconds);
     let uri = format!("amqp://crossprobe-acme:{}@{}/acme", b.acme_password, b.amqp[0]);
-    let mut probing = Probing::start(&config, false, None).await.unwrap();
+    let mut probing = WorkerPool::start(&config, false, &Shutdown::new()).unwrap();
     let daemon = async {
         let (mut kafka, mut amqp) = (Vec::new(), Vec::new());
         let end = tokio::time::Instant::now() + period;
         while let Ok(Some(r)) = tokio::time::timeout_at(end, probing.next()).await {
-            if let Event::Done(d) = r.event {
+            if let Seen::Probe(Event::Done(d)) = r.seen {
                 if let (false, Some(rt)) = (d.outcome.is_failure(), d.roundtrip) {
                     if r.cell == 0 {
                         kafka.push(rt)

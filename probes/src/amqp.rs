@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::backend::{forward, CellBackend, Deliveries, Delivery, ProbeError, DELIVERY_BUFFER};
+use crate::backend::{forward, BoxFuture, CellBackend, Deliveries, Delivery, ProbeError, DELIVERY_BUFFER};
 use crate::outcome::ErrorKind;
 
 /// Largest AMQP frame we negotiate. lapin keeps send and receive ring buffers of 32 frames per
@@ -282,7 +282,7 @@ impl AmqpCell {
     /// Retires the cell (a configuration reload removed it): deletes its queue and closes its
     /// channel, which ends its consumer loop. Best effort, bounded by the timeout; a queue left
     /// behind expires on its own (`x-expires`).
-    pub async fn retire(&self) {
+    async fn release(&self) {
         let Some(ch) = self.channel.lock().expect("channel lock").take() else { return };
         let retire = async {
             let _ = ch.queue_delete(self.queue.name.as_str().into(), QueueDeleteOptions::default()).await;
@@ -294,7 +294,7 @@ impl AmqpCell {
 
     /// Waits for the connection's first attempt and opens the channel, so the first probe
     /// measures the broker rather than the set-up.
-    pub async fn prepare(&self) -> Result<(), ProbeError> {
+    async fn set_up(&self) -> Result<(), ProbeError> {
         self.node.attempted().await;
         let conn = match &*self.node.link.borrow() {
             Link::Up(conn) => conn.clone(),
@@ -306,7 +306,21 @@ impl AmqpCell {
 }
 
 impl CellBackend for AmqpCell {
-    async fn publish(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
+    fn publish(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(self.send(payload))
+    }
+
+    fn prepare(&self) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(self.set_up())
+    }
+
+    fn retire(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.release())
+    }
+}
+
+impl AmqpCell {
+    async fn send(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
         let conn = match &*self.node.link.borrow() {
             Link::Up(conn) => conn.clone(),
             Link::Connecting => return Err(ProbeError::Connect(ErrorKind::Client)),

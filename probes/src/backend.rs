@@ -5,6 +5,7 @@
 //! cell gets a [`CellBackend`] to publish through and a channel of [`Delivery`] to read from.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -52,12 +53,28 @@ impl ProbeError {
     }
 }
 
-/// One cell's way to publish. Implementations share clients between cells; `publish` must
-/// not block the async runtime, and must fail fast with [`ProbeError::Connect`] while the
-/// client is down rather than wait for it.
+/// A boxed future, so that [`CellBackend`] can be used as a trait object: the daemon holds the
+/// cells of both protocols side by side. One allocation per probe is nothing next to a round trip.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One cell's broker I/O, whatever its protocol. Implementations share clients between cells;
+/// no method may block the async runtime, and `publish` must fail fast with
+/// [`ProbeError::Connect`] while the client is down rather than wait for it. When to call them,
+/// and how long to wait, is the caller's.
 pub trait CellBackend: Send + Sync + 'static {
     /// Publishes `payload` and resolves when the broker acknowledged it.
-    fn publish(&self, payload: Vec<u8>) -> impl Future<Output = Result<(), ProbeError>> + Send;
+    fn publish(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), ProbeError>>;
+
+    /// Connects and sets up what the cell needs on the broker (topic and partition, channel and
+    /// queue), so the first probe measures the broker rather than the set-up. A failure is left
+    /// for the probes to report.
+    fn prepare(&self) -> BoxFuture<'_, Result<(), ProbeError>>;
+
+    /// Releases what the cell holds on the broker once it is removed for good (a reload dropped
+    /// it). Best effort and bounded; by default there is nothing to release.
+    fn retire(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Forwards a delivery without blocking the client's receive loop: a cell that does not keep

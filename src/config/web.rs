@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use super::error::Problems;
 use super::raw::{RawWeb, Str};
-use crate::web::tls;
+use crate::pem;
 
 /// `[daemon.web]`; the default (section absent) is plain HTTP without authentication.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,15 +90,15 @@ fn tls_files(p: &mut Problems, raw: &RawWeb) -> Option<TlsFiles> {
     };
     let (cert_file, key_file) = (PathBuf::from(cert.get_ref()), PathBuf::from(key.get_ref()));
     let client_ca_file = raw.tls_client_ca_file.as_ref().map(|ca| PathBuf::from(ca.get_ref()));
-    let certs = tls::certificates(&cert_file).map_err(|e| blame(p, "tls_cert_file", cert, e));
-    let key_der = tls::private_key(&key_file).map_err(|e| blame(p, "tls_key_file", key, e));
+    let certs = pem::certificates(&cert_file).map_err(|e| blame(p, "tls_cert_file", cert, e));
+    let key_der = pem::private_key(&key_file).map_err(|e| blame(p, "tls_key_file", key, e));
     if let (Some(ca), Some(path)) = (&raw.tls_client_ca_file, &client_ca_file) {
-        if let Err(e) = tls::client_roots(path) {
+        if let Err(e) = pem::client_roots(path) {
             blame(p, "tls_client_ca_file", ca, e);
         }
     }
     let (Ok(certs), Ok(key_der)) = (certs, key_der) else { return None };
-    if let Err(e) = tls::certified_key(certs, key_der, &cert_file, &key_file) {
+    if let Err(e) = pem::certified_key(certs, key_der, &cert_file, &key_file) {
         if e.blames(&cert_file) {
             blame(p, "tls_cert_file", cert, e);
         } else {
@@ -108,7 +108,7 @@ fn tls_files(p: &mut Problems, raw: &RawWeb) -> Option<TlsFiles> {
     Some(TlsFiles { cert_file, key_file, client_ca_file })
 }
 
-fn blame(p: &mut Problems, key: &str, value: &Str, e: tls::TlsError) {
+fn blame(p: &mut Problems, key: &str, value: &Str, e: pem::TlsError) {
     p.add(format!("{PATH}.{key}"), Some(value.span()), e.to_string());
 }
 

@@ -40,7 +40,7 @@ pub struct Web {
 
 impl Web {
     /// Reads the TLS files (again: they may have changed since validation).
-    pub fn load(settings: &WebSettings) -> Result<Web, tls::TlsError> {
+    pub fn load(settings: &WebSettings) -> Result<Web, crate::pem::TlsError> {
         let tls = settings.tls.as_ref().map(tls::Certificates::load).transpose()?.map(Arc::new);
         let auth = auth::BasicAuth::new(&settings.basic_auth_users).map(Arc::new);
         Ok(Web { tls, auth })

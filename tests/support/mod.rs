@@ -55,7 +55,8 @@ pub fn brokers() -> &'static Brokers {
     BROKERS.get_or_init(|| {
         // Daemon logs on stderr only when asked for (RUST_LOG=info cargo test ...).
         if std::env::var_os("RUST_LOG").is_some() {
-            crossprobe::daemon::init_logging(crossprobe::config::LogFormat::Text);
+            let filter = tracing_subscriber::EnvFilter::from_default_env();
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
         }
         if std::env::var_os(USER_BROKERS).is_none() {
             let out = ctl_command(&ctl_path(), &["up"]);
@@ -154,7 +155,7 @@ impl Drop for Fault {
 
 /// A random suffix so every test has its own topics, queues and instance.
 pub fn unique() -> String {
-    format!("{:08x}", crossprobe::scheduler::random_u64() as u32)
+    format!("{:08x}", crossprobe::workers::random_u64() as u32)
 }
 
 /// Probe timing of a generated matrix.

@@ -154,7 +154,7 @@ impl Client {
         for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
-        let builder = rustls::ClientConfig::builder_with_provider(crossprobe::web::tls::provider())
+        let builder = rustls::ClientConfig::builder_with_provider(crossprobe::pem::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots);

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::clients::{kind, Clients};
 use super::KafkaCluster;
-use crate::backend::{CellBackend, Delivery, ProbeError};
+use crate::backend::{BoxFuture, CellBackend, Delivery, ProbeError};
 use crate::outcome::ErrorKind;
 
 /// How often a pinned cell re-reads its partition's leader to report leadership moves.
@@ -62,7 +62,7 @@ impl KafkaCell {
 
     /// Creates the topic if needed and pins the partition, so the first probe measures the
     /// broker rather than the set-up.
-    pub async fn prepare(&self) -> Result<(), ProbeError> {
+    async fn set_up(&self) -> Result<(), ProbeError> {
         let clients = self.cluster.clients();
         self.resolve(&clients).await.map(|_| ())
     }
@@ -137,8 +137,20 @@ impl KafkaCell {
     }
 }
 
+/// A Kafka cell holds nothing of its own on the broker: once its worker is gone, its partition's
+/// messages are routed past it, so `retire` is the default no-op.
 impl CellBackend for KafkaCell {
-    async fn publish(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
+    fn publish(&self, payload: Vec<u8>) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(self.send(payload))
+    }
+
+    fn prepare(&self) -> BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(self.set_up())
+    }
+}
+
+impl KafkaCell {
+    async fn send(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
         let clients = self.cluster.clients();
         // Set-up (topic, metadata) gets half the probe timeout, so a broker that does not answer
         // it is reported as a connection failure, not as a publish timeout.

@@ -28,7 +28,17 @@ struct Fake {
 }
 
 impl CellBackend for Fake {
-    async fn publish(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
+    fn publish(&self, payload: Vec<u8>) -> crossprobe_probes::backend::BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(self.send(payload))
+    }
+
+    fn prepare(&self) -> crossprobe_probes::backend::BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Fake {
+    async fn send(&self, payload: Vec<u8>) -> Result<(), ProbeError> {
         self.published.lock().unwrap().push(tokio::time::Instant::now());
         let script = *self.script.lock().unwrap();
         match script {
@@ -53,7 +63,7 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 
 struct Run {
     fake: Arc<Fake>,
-    reports: mpsc::Receiver<Report>,
+    reports: mpsc::Receiver<Sent>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -64,27 +74,26 @@ fn start(script: Script, phase: Duration, max_probes: Option<u64>) -> Run {
     let (out, reports) = mpsc::channel(1024);
     let cancel = CancellationToken::new();
     let spec = WorkerSpec {
-        cell: 3,
+        worker: 3,
         settings: ProbeSettings { interval: INTERVAL, timeout: TIMEOUT, message_size: 64 },
         tracker: Tracker::new(1, 2, TIMEOUT, now()),
         phase,
         max_probes,
-        gauges: None,
     };
     let task = {
         let (fake, cancel) = (fake.clone(), cancel.clone());
         tokio::spawn(async move {
-            worker(&*fake, rx, spec, out, cancel).await;
+            probe(&*fake, rx, spec, out, cancel).await;
         })
     };
     Run { fake, reports, cancel, task }
 }
 
-fn done(reports: &mut mpsc::Receiver<Report>) -> Vec<ProbeResult> {
+fn done(reports: &mut mpsc::Receiver<Sent>) -> Vec<ProbeResult> {
     let mut out = Vec::new();
     while let Ok(r) = reports.try_recv() {
-        assert_eq!(r.cell, 3, "reports carry the cell index");
-        if let Event::Done(p) = r.event {
+        assert_eq!(r.worker, 3, "observations carry the worker's id");
+        if let Seen::Probe(Event::Done(p)) = r.seen {
             out.push(p);
         }
     }

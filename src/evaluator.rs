@@ -1,30 +1,30 @@
-//! The report task: the single owner of the correlator. It takes every worker report, counts it
-//! in the metrics, feeds outcomes to the correlator, evaluates once per tick, and publishes the
-//! verdict, cell states and readiness for the HTTP server. It also writes `--record` files and
-//! logs outcomes without flooding.
+//! The evaluator: the single owner of the correlator. It takes every observation of the
+//! workers, counts it in the metrics, feeds outcomes to the correlator, evaluates once per tick,
+//! and publishes the verdict, cell states and readiness ([`crate::published`]). It also writes
+//! `--record` files and logs outcomes without flooding.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossprobe_probes::tracker::Event;
-use serde_json::json;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, LoadError, ProbeSettings, ValidatedConfig};
 use crate::correlator::replay::OutcomeRecord;
 use crate::correlator::{CellState, Correlator};
-use crate::daemon::{Applied, ReloadError};
-use crate::matrix::CellId;
-use crate::scheduler::Report;
-use crate::server::Shared;
+use crate::metrics::Metrics;
+use crate::published::{CellView, Published, VerdictDocument};
+use crate::reload::{Applied, ReloadError, ReloadPlan};
+use crate::workers::{Observation, Seen, WorkerPool, SETUP_BOUND};
 
-/// Everything the report task owns.
-pub struct Reports {
+/// Everything the evaluator owns.
+pub struct Evaluator {
     config: ValidatedConfig,
     correlator: Correlator,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    published: Arc<Published>,
     record: Option<std::io::BufWriter<std::fs::File>>,
     started: Instant,
     reported: Vec<bool>,
@@ -37,18 +37,21 @@ pub struct Reports {
     reconnects: (u64, u64),
 }
 
-impl Reports {
+impl Evaluator {
+    /// Takes over the metrics and the published state, and publishes a first verdict.
     pub fn new(
         config: ValidatedConfig,
         correlator: Correlator,
-        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
+        published: Arc<Published>,
         record: Option<std::fs::File>,
     ) -> Self {
         let cells = config.matrix.len();
-        let mut reports = Reports {
+        let mut evaluator = Evaluator {
             config,
             correlator,
-            shared,
+            metrics,
+            published,
             record: record.map(std::io::BufWriter::new),
             started: Instant::now(),
             reported: vec![false; cells],
@@ -58,8 +61,8 @@ impl Reports {
             last_level: None,
             reconnects: (0, 0),
         };
-        reports.publish();
-        reports
+        evaluator.publish();
+        evaluator
     }
 
     /// The configuration in use.
@@ -67,47 +70,17 @@ impl Reports {
         &self.config
     }
 
-    /// Checks that `next` can replace the running configuration, and builds its correlator
-    /// with the running one's state carried over. Returns it with, for each cell of the new
-    /// matrix, its index in the running one (a cell is kept when its id and labels are).
-    pub fn prepare_reload(
-        &self,
-        next: &ValidatedConfig,
-    ) -> Result<(Correlator, Vec<Option<usize>>), ReloadError> {
-        let (old, new) = (&self.config.daemon, &next.daemon);
-        let fixed = [
-            ("[daemon] listen", old.listen != new.listen),
-            ("[daemon] instance", old.instance != new.instance),
-            ("[daemon] vantage", old.vantage != new.vantage),
-            ("[daemon] log_format", old.log_format != new.log_format),
-            ("[daemon.web]", old.web != new.web),
-            ("the set of matrix dimensions", self.config.matrix.dimensions() != next.matrix.dimensions()),
-        ];
-        let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(what, _)| *what).collect();
-        if !changed.is_empty() {
-            return Err(ReloadError::NeedsRestart(changed.join(", ")));
-        }
-        let m = &self.config.matrix;
-        let by_id: HashMap<&CellId, usize> = m.cells().iter().enumerate().map(|(i, c)| (&c.id, i)).collect();
-        let previous: Vec<Option<usize>> = next
-            .matrix
-            .cells()
-            .iter()
-            .map(|c| by_id.get(&c.id).copied().filter(|&i| m.cells()[i].labels == c.labels))
-            .collect();
-        let correlator = self.correlator.reconfigured(&next.matrix, &next.correlator, &previous)?;
-        Ok((correlator, previous))
-    }
-
-    /// Switches to a reloaded configuration prepared by [`Reports::prepare_reload`]; the
-    /// workers already follow it.
-    pub fn reconfigure(
-        &mut self,
-        config: ValidatedConfig,
-        correlator: Correlator,
-        previous: &[Option<usize>],
-    ) {
-        self.shared.metrics.reconfigure(&config.matrix, previous);
+    /// Switches to `plan`'s configuration: builds its correlator with the running one's state
+    /// carried over, has the worker pool apply the plan, then takes the new configuration, its
+    /// correlator and its series. Nothing changes unless every step can be done: on error the
+    /// running configuration stays.
+    pub fn reload(&mut self, plan: ReloadPlan, pool: &mut WorkerPool) -> Result<Applied, ReloadError> {
+        let correlator =
+            self.correlator.reconfigured(&plan.config.matrix, &plan.config.correlator, &plan.carried)?;
+        let applied = pool.apply(&plan)?;
+        let ReloadPlan { config, carried, .. } = plan;
+        let previous = &carried;
+        self.metrics.reconfigure(&config.matrix, previous);
         let carry =
             |old: &[bool]| -> Vec<bool> { previous.iter().map(|p| p.is_some_and(|p| old[p])).collect() };
         self.reported = carry(&self.reported);
@@ -117,12 +90,13 @@ impl Reports {
         self.config = config;
         self.correlator = correlator;
         self.publish();
+        Ok(applied)
     }
 
     /// Counts and logs the result of a reload: every problem of a refused configuration is
     /// logged on its own line.
     pub fn reloaded(&mut self, result: &Result<Applied, ReloadError>) {
-        self.shared.metrics.reloaded(result.is_ok());
+        self.metrics.reloaded(result.is_ok());
         match result {
             Ok(applied) => info!(
                 cells = self.config.matrix.len(),
@@ -145,22 +119,26 @@ impl Reports {
         }
     }
 
-    /// Takes one worker report.
-    pub fn handle(&mut self, report: &Report) {
-        self.shared.metrics.record(report.cell, &report.event);
-        self.log.record(&self.config, report);
-        let Event::Done(result) = report.event else { return };
-        if let Err(e) = self.correlator.record(report.cell, &result.outcome) {
+    /// Takes one observation of a worker.
+    pub fn handle(&mut self, o: &Observation) {
+        let event = match o.seen {
+            Seen::Started { lag } => return self.metrics.started(lag),
+            Seen::Probe(event) => event,
+        };
+        self.metrics.record(o.cell, &event);
+        self.log.record(&self.config, o.cell, &event);
+        let Event::Done(result) = event else { return };
+        if let Err(e) = self.correlator.record(o.cell, &result.outcome) {
             warn!(error = %e, "correlator rejected an outcome");
         }
-        self.reported[report.cell] = true;
-        self.last_outcome[report.cell] = Some(report.at);
+        self.reported[o.cell] = true;
+        self.last_outcome[o.cell] = Some(o.at);
         if !matches!(result.outcome, crossprobe_probes::Outcome::ConnectFailed(_)) {
-            self.connected[report.cell] = true;
+            self.connected[o.cell] = true;
         }
         if let Some(w) = &mut self.record {
-            let at_ms = report.at.saturating_duration_since(self.started).as_millis() as u64;
-            let cell = &self.config.matrix.cells()[report.cell];
+            let at_ms = o.at.saturating_duration_since(self.started).as_millis() as u64;
+            let cell = &self.config.matrix.cells()[o.cell];
             let rtt_ms = result.roundtrip.map(|d| d.as_secs_f64() * 1000.0);
             let line = OutcomeRecord::new(at_ms, &self.config.matrix, cell, &result.outcome, rtt_ms);
             if let Err(e) = line.write_line(w) {
@@ -170,9 +148,11 @@ impl Reports {
         }
     }
 
-    /// Brings the reconnect counters up to the clients' totals (Kafka, AMQP).
-    pub fn set_reconnects(&mut self, (kafka, amqp): (u64, u64)) {
-        let counter = &self.shared.metrics.reconnects;
+    /// Brings the worker pool's self-metrics up to date: probes in flight, and the reconnect
+    /// counters up to the clients' totals (Kafka, AMQP).
+    pub fn set_pool(&mut self, in_flight: i64, (kafka, amqp): (u64, u64)) {
+        self.metrics.in_flight.set(in_flight);
+        let counter = &self.metrics.reconnects;
         counter.with_label_values(&["kafka"]).inc_by(kafka.saturating_sub(self.reconnects.0));
         counter.with_label_values(&["amqp"]).inc_by(amqp.saturating_sub(self.reconnects.1));
         self.reconnects = (kafka, amqp);
@@ -220,7 +200,7 @@ impl Reports {
         let m = &self.config.matrix;
         let verdict = self.correlator.verdict();
         let states: Vec<CellState> = self.correlator.cell_states().collect();
-        self.shared.metrics.set_cell_states(states.iter().map(|s| s.gauge()));
+        self.metrics.set_cell_states(states.iter().map(|s| s.gauge()));
         let scopes: Vec<Vec<String>> = verdict
             .scope_labels()
             .iter()
@@ -232,35 +212,35 @@ impl Reports {
             })
             .collect();
         let level = verdict.level;
-        self.shared.metrics.set_verdict(level.gauge(), level == crate::correlator::Level::Outage, scopes);
+        self.metrics.set_verdict(level.gauge(), level == crate::correlator::Level::Outage, scopes);
         if self.last_level != Some(level.as_str()) {
             let scopes: Vec<String> = verdict.scope_labels().iter().map(|l| l.describe()).collect();
             info!(verdict = level.as_str(), rule = %verdict.rule, scopes = %scopes.join(" "), "verdict changed");
             self.last_level = Some(level.as_str());
         }
         let unknown = states.iter().filter(|s| **s == CellState::Unknown).count();
-        let explanation = crate::status::words::explain(verdict, unknown);
-        self.shared.history.lock().expect("history lock").observe(SystemTime::now(), verdict, &explanation);
-        let cells: Vec<_> = m
+        let explanation = crate::published::words::explain(verdict, unknown);
+        self.published.observe(SystemTime::now(), verdict, &explanation);
+        let cells = m
             .cells()
             .iter()
             .zip(&states)
-            .map(|(c, s)| {
-                let labels: BTreeMap<&str, &str> = m.labels(c).collect();
-                json!({ "id": c.id.as_str(), "labels": labels, "state": s })
+            .map(|(c, &state)| CellView {
+                id: c.id.as_str().to_owned(),
+                labels: m.labels(c).map(|(d, v)| (d.to_owned(), v.to_owned())).collect(),
+                state,
             })
             .collect();
-        let document = json!({
-            "verdict": level.as_str(),
-            "explanation": explanation,
-            "scopes": verdict.scope_labels(),
-            "evidence": verdict,
-            "cells": cells,
+        self.published.set_verdict(VerdictDocument {
+            verdict: level,
+            explanation,
+            scopes: verdict.scope_labels().into_iter().cloned().collect(),
+            evidence: verdict.clone(),
+            cells,
         });
-        *self.shared.verdict.write().expect("verdict lock") = document.to_string();
         // Readiness is about start-up: once every cell has reported, cells a reload adds later
         // do not take the daemon out of its Service (they show as unknown meanwhile).
-        if self.shared.not_ready.read().expect("readiness lock").is_none() {
+        if self.published.is_ready() {
             return;
         }
         let silent = self.reported.iter().filter(|r| !**r).count();
@@ -270,7 +250,7 @@ impl Reports {
             (0, n) => Some(format!("{n} cells have not connected yet")),
             (n, _) => Some(format!("{n} cells have no outcome yet")),
         };
-        *self.shared.not_ready.write().expect("readiness lock") = not_ready;
+        self.published.set_not_ready(not_ready);
     }
 }
 
@@ -279,7 +259,7 @@ impl Reports {
 /// before its first probe). Every probe ends by its timeout, so only a stuck worker or client
 /// stays silent that long.
 pub fn stale_after(probe: ProbeSettings) -> Duration {
-    probe.interval * 3 + probe.timeout + crate::daemon::SETUP_BOUND.max(probe.timeout)
+    probe.interval * 3 + probe.timeout + SETUP_BOUND.max(probe.timeout)
 }
 
 /// Logs outcomes without flooding: a failure when a cell's outcome changes, recovery, and a
@@ -295,12 +275,12 @@ impl OutcomeLog {
         OutcomeLog { last: vec![None; cells], counts: BTreeMap::new(), since: Instant::now() }
     }
 
-    fn record(&mut self, config: &ValidatedConfig, report: &Report) {
-        let cell = &config.matrix.cells()[report.cell];
-        let name = match report.event {
+    fn record(&mut self, config: &ValidatedConfig, index: usize, event: &Event) {
+        let cell = &config.matrix.cells()[index];
+        let name = match *event {
             Event::Done(r) => {
                 let name = r.outcome.name();
-                let previous = self.last[report.cell].replace(name);
+                let previous = self.last[index].replace(name);
                 if previous != Some(name) {
                     if r.outcome.is_failure() {
                         warn!(cell = %cell.id, outcome = %r.outcome, "probe failed");
@@ -338,7 +318,6 @@ impl OutcomeLog {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::RwLock;
 
     use crossprobe_probes::tracker::ProbeResult;
     use crossprobe_probes::Outcome;
@@ -346,7 +325,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
-    fn reports() -> Reports {
+    fn evaluator() -> Evaluator {
         let text =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
                 .unwrap();
@@ -354,24 +333,17 @@ mod tests {
         let metrics =
             Metrics::new(prometheus::Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap();
         let correlator = Correlator::new(&config.matrix, &config.correlator).unwrap();
-        let shared = Arc::new(Shared {
-            metrics,
-            verdict: RwLock::new(String::new()),
-            not_ready: RwLock::new(Some("starting".into())),
-            reload: tokio::sync::mpsc::channel(1).0,
-            history: Default::default(),
-        });
-        Reports::new(config, correlator, shared, None)
+        Evaluator::new(config, correlator, Arc::new(metrics), Arc::default(), None)
     }
 
-    fn ok(cell: usize, at: Instant) -> Report {
+    fn ok(cell: usize, at: Instant) -> Observation {
         let r = ProbeResult { seq: 1, outcome: Outcome::Ok, publish: None, roundtrip: None };
-        Report { cell, at, event: Event::Done(r) }
+        Observation { cell, at, seen: Seen::Probe(Event::Done(r)) }
     }
 
     #[test]
     fn a_cell_that_stops_reporting_becomes_unknown_and_recovers_with_its_next_outcome() {
-        let mut r = reports();
+        let mut r = evaluator();
         let t0 = Instant::now();
         let cells = r.config().matrix.len();
         for cell in 0..cells {
@@ -391,7 +363,7 @@ mod tests {
         let states: Vec<CellState> = r.correlator.cell_states().collect();
         assert_eq!(states[0], CellState::Healthy);
         assert!(states[1..].iter().all(|s| *s == CellState::Unknown), "{states:?}");
-        let text = r.shared.metrics.render();
+        let text = r.metrics.render();
         assert_eq!(
             text.lines().filter(|l| l.starts_with("crossprobe_cell_state{") && l.ends_with(" -1")).count(),
             cells - 1

@@ -1,5 +1,6 @@
-//! The probe workers: one task per cell that publishes on a fixed cadence, tracks its probes to
-//! their end, and reports every outcome and stray message on one channel.
+//! One cell's worker: a task that publishes on a fixed cadence, tracks its probes to their end,
+//! and sends everything it observes (each probe's start, every outcome and stray message) on
+//! the pool's channel.
 //!
 //! Cadence: a random initial phase (cells do not probe in lock-step), then one probe per
 //! interval; ticks missed while the task was busy are skipped, never bursted. Each probe ends
@@ -11,7 +12,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use crossprobe_probes::backend::{CellBackend, Deliveries};
+use crossprobe_probes::backend::{CellBackend, Deliveries, ProbeError};
 use crossprobe_probes::tracker::{Event, Tracker};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
@@ -20,14 +21,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ProbeSettings;
 
-/// Something a cell's worker observed.
+/// Which worker sent an observation: numbered by the pool at spawn, never reused, so the
+/// observations of a worker that a reload retired are told apart from its successor's.
+pub type WorkerId = u64;
+
+/// What a worker saw.
 #[derive(Debug, Clone, Copy)]
-pub struct Report {
-    /// Index of the cell in the matrix (as [`crate::daemon::Probing::next`] hands it out; a
-    /// worker itself sends the slot it was started with, which `next` translates).
-    pub cell: usize,
+pub enum Seen {
+    /// A probe was published, `lag` after its scheduled time.
+    Started { lag: Duration },
+    /// A probe ended, or a stray message arrived.
+    Probe(Event),
+}
+
+/// Something a worker observed, as it sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    pub worker: WorkerId,
     pub at: Instant,
-    pub event: Event,
+    pub seen: Seen,
 }
 
 /// A random number per process start: the instance id in payloads (so messages of earlier runs
@@ -42,22 +54,13 @@ pub fn random_u64() -> u64 {
 
 /// What a worker needs besides its backend.
 pub struct WorkerSpec {
-    pub cell: usize,
+    pub worker: WorkerId,
     pub settings: ProbeSettings,
     pub tracker: Tracker,
     /// Delay before the first probe.
     pub phase: Duration,
     /// Stop after this many probes have ended (`once`); run until cancelled when `None`.
     pub max_probes: Option<u64>,
-    /// Where to observe how late probes start and how many are in flight.
-    pub gauges: Option<WorkerGauges>,
-}
-
-/// The self-metrics a worker keeps up to date.
-#[derive(Clone)]
-pub struct WorkerGauges {
-    pub lag: prometheus::Histogram,
-    pub in_flight: prometheus::IntGauge,
 }
 
 /// The phase of a cell: spread over one interval, stable for a given seed and cell.
@@ -66,17 +69,15 @@ pub fn phase(seed: u64, cell_key: u64, interval: Duration) -> Duration {
     Duration::from_nanos(mixed % interval.as_nanos().max(1) as u64)
 }
 
-type Publish<'a> = Pin<
-    Box<dyn Future<Output = (u64, Instant, Result<(), crossprobe_probes::backend::ProbeError>)> + Send + 'a>,
->;
+type Publish<'a> = Pin<Box<dyn Future<Output = (u64, Instant, Result<(), ProbeError>)> + Send + 'a>>;
 
 /// Runs one cell until `cancel` (then drains its probes in flight) or `max_probes`. Returns the
 /// tracker, so a worker restarted by a reload continues its sequence.
-pub async fn worker<B: CellBackend>(
-    backend: &B,
+pub async fn probe(
+    backend: &dyn CellBackend,
     mut deliveries: Deliveries,
     mut spec: WorkerSpec,
-    out: mpsc::Sender<Report>,
+    out: mpsc::Sender<Sent>,
     cancel: CancellationToken,
 ) -> Tracker {
     let interval = spec.settings.interval;
@@ -88,15 +89,15 @@ pub async fn worker<B: CellBackend>(
     let mut started = 0u64;
     let mut ended = 0u64;
     let mut stopping = false;
-    let mut mine_in_flight = 0i64;
-    let report = |event: Event| {
+    let send = |seen: Seen| {
         let out = out.clone();
-        let cell = spec.cell;
+        let worker = spec.worker;
         let at = now();
         async move {
-            let _ = out.send(Report { cell, at, event }).await;
+            let _ = out.send(Sent { worker, at, seen }).await;
         }
     };
+    let report = |event: Event| send(Seen::Probe(event));
     loop {
         if stopping && spec.tracker.in_flight() == 0 {
             break;
@@ -129,34 +130,22 @@ pub async fn worker<B: CellBackend>(
                 }
             }
             scheduled = ticker.tick(), if may_start => {
-                if let Some(g) = &spec.gauges {
-                    g.lag.observe(tokio::time::Instant::now().saturating_duration_since(scheduled).as_secs_f64());
-                }
+                send(Seen::Started { lag: tokio::time::Instant::now().saturating_duration_since(scheduled) }).await;
                 let header = spec.tracker.start(now());
                 started += 1;
                 let payload = header.encode(spec.settings.message_size);
                 publishes.push(Box::pin(async move {
                     // Bounded so a hung client never keeps the future (or shutdown) waiting.
                     let result = tokio::time::timeout(timeout, backend.publish(payload)).await;
-                    let result = result.unwrap_or(Err(crossprobe_probes::backend::ProbeError::Publish(
-                        crossprobe_probes::ErrorKind::Timeout,
-                    )));
+                    let result =
+                        result.unwrap_or(Err(ProbeError::Publish(crossprobe_probes::ErrorKind::Timeout)));
                     (header.seq, now(), result)
                 }));
             }
         }
-        if let Some(g) = &spec.gauges {
-            // The gauge is shared by all workers: each adds the change of its own count.
-            let now_in = spec.tracker.in_flight() as i64;
-            g.in_flight.add(now_in - mine_in_flight);
-            mine_in_flight = now_in;
-        }
         if spec.max_probes.is_some_and(|max| ended >= max) {
             break;
         }
-    }
-    if let Some(g) = &spec.gauges {
-        g.in_flight.sub(mine_in_flight);
     }
     drop(publishes);
     spec.tracker

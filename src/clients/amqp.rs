@@ -1,0 +1,54 @@
+//! An AMQP cell's connection settings and probe queue: one connection per (node, vhost, user,
+//! password, TLS settings), a channel and a queue per cell.
+
+use std::time::Duration;
+
+use crossprobe_probes::amqp::{AmqpClientConfig, QueueSpec};
+
+use super::{hash, ClientError, ClientSpec, Reads};
+use crate::config::{AmqpTarget, Target, Tenant};
+use crate::matrix::Cell;
+
+/// The connection and queue settings of AMQP cell `cell` of `target` for `tenant`.
+pub(super) fn spec<'a>(
+    instance: &str,
+    cell: &Cell,
+    target: &'a Target,
+    a: &'a AmqpTarget,
+    tenant: &'a Tenant,
+    reads: &mut Reads<'a>,
+) -> Result<ClientSpec, ClientError> {
+    let t = tenant.amqp.as_ref().expect("the matrix pairs amqp targets with amqp tenants");
+    let client = AmqpClientConfig {
+        address: target.addresses[0].clone(),
+        vhost: t.vhost.clone(),
+        user: t.credentials.user.clone(),
+        password: reads.secret(&tenant.name, &t.credentials.password)?,
+        tls: a.tls,
+        ca_pem: a.ca_file.as_ref().map(|path| reads.ca(&target.name, path)).transpose()?,
+        heartbeat: a.heartbeat,
+        timeout: target.probe.timeout,
+    };
+    // The target's whole section, so settings added later count without a change here.
+    let key = hash(&(
+        &client.address,
+        &client.vhost,
+        &client.user,
+        &client.password,
+        &client.ca_pem,
+        format!("{a:?}"),
+        client.timeout,
+    ));
+    let queue = QueueSpec {
+        name: queue_name(instance, cell),
+        ttl: a.queue_ttl,
+        max_length: a.queue_max_length,
+        expires: (target.probe.interval * 10).max(Duration::from_secs(600)),
+    };
+    Ok(ClientSpec::Amqp { key, config: client, queue })
+}
+
+/// The probe queue of a cell: per daemon instance, so replicas never read each other's probes.
+pub fn queue_name(instance: &str, cell: &Cell) -> String {
+    format!("crossprobe.{instance}.{}", cell.id.as_str().replace('/', "."))
+}
