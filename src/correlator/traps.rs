@@ -121,7 +121,8 @@ fn scattered_stuck_cells_and_noise_stay_suspect() {
 /// going down `gap` ticks after the previous came back; every cell recovers as soon as its
 /// brokers answer again (the k-of-n recovery then holds it recovering for 5 probes).
 fn rolling(m: &Matrix, groups: &[Vec<(&str, &str)>], down: u64, gap: u64) -> Vec<Step> {
-    let members: Vec<Vec<usize>> = groups.iter().map(|g| cells_matching(m, &[g.clone()])).collect();
+    let members: Vec<Vec<usize>> =
+        groups.iter().map(|g| cells_matching(m, std::slice::from_ref(g))).collect();
     let start = |i: usize| 5 + i as u64 * (down + gap);
     let end = start(groups.len()) + 40;
     let (steps, _) = drive(m, &CorrelatorSettings::default(), end, |t, cell| {
