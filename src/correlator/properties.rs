@@ -73,7 +73,7 @@ fn five_percent_noise_and_stuck_cells_are_never_a_partial_or_an_outage_for_ten_s
         for seed in 0..10 {
             let run = noise(&m, 0.05, NOISE_TICKS, seed);
             eprintln!(
-                "{name}, seed {seed}: ticks per level (ok, suspect, partial, outage) {:?}, most cells in                  an episode {}, ticks awaiting enter_ticks {}",
+                "{name}, seed {seed}: ticks (ok, suspect, partial, outage) {:?}, most failing {}, awaiting {}",
                 run.levels, run.most_failing, run.pending_ticks
             );
         }
