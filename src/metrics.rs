@@ -130,7 +130,10 @@ impl Metrics {
         )?;
         registry.register(Box::new(quantiles.clone()))?;
         let state = IntGaugeVec::new(
-            Opts::new("crossprobe_cell_state", "Debounced cell health: 0 healthy, 1 failing, -1 unknown."),
+            Opts::new(
+                "crossprobe_cell_state",
+                "Debounced cell health: 0 healthy, 1 failing, 2 recovering, -1 unknown.",
+            ),
             &dims,
         )?;
         registry.register(Box::new(state.clone()))?;

@@ -285,6 +285,17 @@ pub struct CorrelatorSettings {
     /// A scope that changed state `flap_changes` times within `flap_window_ticks` is flapping.
     pub flap_window_ticks: u32,
     pub flap_changes: u32,
+    /// Cells whose failures began within this many probe rounds of each other corroborate each
+    /// other; a cell that began failing earlier is set aside (see `correlator::coherence`).
+    pub onset_rounds: u32,
+    /// A failure of at most this many probe rounds is a blip: it never confirms a scope on
+    /// strong evidence and never pages.
+    pub blip_rounds: u32,
+    /// Chance per tick, over the whole matrix, of blaming a scope for a coincidence of
+    /// independent failures (Bonferroni-split over the matrix's scopes).
+    pub significance: f64,
+    /// Lowest background failure ratio a scope is tested against, whatever the matrix shows.
+    pub background_floor: f64,
     /// `outage` needs explained failing cells in at least this many values of each dimension,
     /// each value failing across the quorum of the other dimensions (see `correlator::quorum`).
     pub quorum: BTreeMap<String, Quorum>,
@@ -322,6 +333,10 @@ impl Default for CorrelatorSettings {
             exit_ticks: 10,
             flap_window_ticks: 300,
             flap_changes: 4,
+            onset_rounds: 3,
+            blip_rounds: 2,
+            significance: 1e-8,
+            background_floor: 0.01,
             quorum: BTreeMap::from([
                 ("az".to_owned(), Quorum::Count(2)),
                 ("tenant".to_owned(), Quorum::Count(2)),

@@ -147,6 +147,10 @@ pub struct RawCorrelator {
     pub exit_ticks: Option<Spanned<i64>>,
     pub flap_window_ticks: Option<Spanned<i64>>,
     pub flap_changes: Option<Spanned<i64>>,
+    pub onset_rounds: Option<Spanned<i64>>,
+    pub blip_rounds: Option<Spanned<i64>>,
+    pub significance: Option<Spanned<f64>>,
+    pub background_floor: Option<Spanned<f64>>,
     #[serde(default)]
     pub quorum: Option<BTreeMap<String, Spanned<toml::Value>>>,
 }

@@ -187,6 +187,29 @@ fn correlator(p: &mut Problems, raw: &RawCorrelator) -> CorrelatorSettings {
     let flap_changes = count(p, "flap_changes", &raw.flap_changes, d.flap_changes, 1000);
     let enter_ratio = values::ratio(p, "correlator.enter_ratio", raw.enter_ratio.as_ref(), d.enter_ratio);
     let exit_ratio = values::ratio(p, "correlator.exit_ratio", raw.exit_ratio.as_ref(), d.exit_ratio);
+    let onset_rounds = count(p, "onset_rounds", &raw.onset_rounds, d.onset_rounds, 64);
+    let blip_rounds = values::count(
+        p,
+        "correlator.blip_rounds",
+        raw.blip_rounds.as_ref(),
+        d.blip_rounds,
+        Limits { min: 0, max: 64 },
+    );
+    let significance =
+        open_unit(p, "correlator.significance", raw.significance.as_ref(), d.significance, 0.01);
+    let background_floor =
+        open_unit(p, "correlator.background_floor", raw.background_floor.as_ref(), d.background_floor, 0.5);
+    if blip_rounds + 2 > failures_to_fail + enter_ticks {
+        let span = raw.blip_rounds.as_ref().map(|s| s.span());
+        p.add(
+            "correlator.blip_rounds",
+            span,
+            format!(
+                "({blip_rounds}) must not exceed failures_to_fail + enter_ticks - 2 ({}): a failure that long already confirms a scope and the quorum the ordinary way",
+                (failures_to_fail + enter_ticks).saturating_sub(2)
+            ),
+        );
+    }
 
     if failures_to_fail > window {
         let span = raw.failures_to_fail.as_ref().or(raw.window.as_ref()).map(|s| s.span());
@@ -231,8 +254,29 @@ fn correlator(p: &mut Problems, raw: &RawCorrelator) -> CorrelatorSettings {
         exit_ticks,
         flap_window_ticks,
         flap_changes,
+        onset_rounds,
+        blip_rounds,
+        significance,
+        background_floor,
         quorum: d.quorum,
     }
+}
+
+/// A probability in (0, `max`]; the default when absent or out of range (with a problem).
+fn open_unit(
+    p: &mut Problems,
+    path: &str,
+    value: Option<&toml::Spanned<f64>>,
+    default: f64,
+    max: f64,
+) -> f64 {
+    let Some(v) = value else { return default };
+    let r = *v.get_ref();
+    if !(r > 0.0 && r <= max) {
+        p.add(path, Some(v.span()), format!("{r} is not in (0, {max}]"));
+        return default;
+    }
+    r
 }
 
 /// `[correlator.quorum]`, checked against the dimensions and values the matrix really has.

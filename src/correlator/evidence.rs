@@ -78,6 +78,20 @@ impl Serialize for Spans {
     }
 }
 
+/// Ordered `dimension -> values` pairs, serialized as a JSON object of arrays in dimension order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Values(pub Vec<(String, Vec<String>)>);
+
+impl Serialize for Values {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
 /// Why one scope is part of an explanation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ScopeEvidence {
@@ -93,6 +107,8 @@ pub struct ScopeEvidence {
     pub share_of_failing: f64,
     /// Distinct values of each free dimension among the scope's failing cells.
     pub spans: Spans,
+    /// Those values by name, sorted: where inside the scope to look.
+    pub values: Values,
 }
 
 /// Probe counts of one cell: attempts and failures over its window (or snapshot).
@@ -136,6 +152,16 @@ pub fn scope_evidence(
             free.iter()
                 .zip(&seen)
                 .map(|(&d, s)| (dims[d].clone(), s.iter().filter(|&&b| b).count()))
+                .collect(),
+        ),
+        values: Values(
+            free.iter()
+                .zip(&seen)
+                .map(|(&d, s)| {
+                    let names =
+                        s.iter().enumerate().filter(|(_, &b)| b).map(|(v, _)| index.values(d)[v].clone());
+                    (dims[d].clone(), names.collect())
+                })
                 .collect(),
         ),
     }

@@ -5,20 +5,33 @@
 //!    the work is proportional to the failing cells, not to the matrix.
 //! 2. Candidates: canonical scopes (see [`ScopeIndex`]) with `failing >= min_failing_cells` and
 //!    `failing / total >= enter_ratio`, or `>= exit_ratio` for a scope already active (leaving
-//!    is easier than entering).
-//! 3. Greedy weighted set cover of the failing cells. Choosing a scope costs
+//!    is easier than entering). A scope that is not active must also pass the caller's entry
+//!    test (the live correlator's coherence, see [`coherence`](super::coherence)).
+//! 3. Exactness: a scope that is not active is not a candidate when, fixing one more
+//!    dimension, one of its sub-scopes is wholly healthy (no failing cell: a healthy zone,
+//!    tenant, protocol, broker) while every sub-scope that does fail could be named itself (it
+//!    meets `min_failing_cells` and the ratio). The coarse scope would tell the reader "all of
+//!    it" where a whole value is fine; its failing sub-scopes say exactly where. A healthy
+//!    sub-scope too small to stand for itself (one cell of a broker's four) does not split its
+//!    parent: the parent is then the exact name. An active scope is exempt: when part of it
+//!    recovers first, splitting it would open new, narrower tickets in the middle of its own
+//!    recovery.
+//! 4. Greedy weighted set cover of the failing cells. Choosing a scope costs
 //!    `1 + LAMBDA * healthy cells in it`, with `LAMBDA` = 0.1; leaving a failing cell unexplained
 //!    costs 1. Repeatedly take the candidate with the lowest cost per failing cell it newly
 //!    covers; ties go to fewer fixed dimensions, then more failing cells, then the lower scope
 //!    id (dimension order, then value). Stop when the best candidate costs 1.0 or more per new
 //!    cell: explaining those cells would cost more than calling them noise.
-//! 4. Failing cells that no chosen scope covers stay unexplained.
+//! 5. Failing cells that no chosen scope covers stay unexplained.
 //!
-//! `LAMBDA` sets how many healthy cells a scope may carry: a coarse scope wins over its children
-//! as long as covering all of them at once is cheaper than one scope each. On 3 zones x 4
-//! tenants x 2 protocols: zone b down -> `{az=b}`; amqp down in two zones for three tenants
-//! (6 of the 12 amqp cells) -> `{protocol=amqp}` (1.6 / 6 beats one scope per broker, 1.1 / 3);
-//! zone b plus tenant acme -> `{az=b}` then `{tenant=acme}`, not `{}` (2.2 / 12 loses to 1 / 8).
+//! `LAMBDA` sets how many healthy cells a scope may carry among the exact candidates: a coarse
+//! scope wins over its children as long as covering all of them at once is cheaper than one
+//! scope each. On 3 zones x 4 tenants x 2 protocols: zone b down -> `{az=b}`; amqp down in zones
+//! a and b for three tenants -> `{broker=r-a}` and `{broker=r-b}` (`{protocol=amqp}`, 1.6 / 6,
+//! is not a candidate: its zone c is wholly healthy, and each broker, 3 of 4 failing, can be
+//! named; its healthy tenant umbrella is one cell per broker, too small to split a broker);
+//! zones b and c down -> `{az=b}`, `{az=c}` (not `{}`, whose zone a is healthy); zone b plus
+//! tenant acme -> `{az=b}` then `{tenant=acme}`, not `{}` (2.2 / 12 loses to 1 / 8).
 
 use super::scopes::{ScopeId, ScopeIndex};
 use crate::config::CorrelatorSettings;
@@ -68,6 +81,7 @@ pub struct Workspace {
     covered: Vec<bool>,
     marked: Vec<u32>,
     candidates: Vec<ScopeId>,
+    children: Vec<ScopeId>,
 }
 
 impl Workspace {
@@ -82,6 +96,7 @@ impl Workspace {
             covered: vec![false; c],
             marked: Vec::new(),
             candidates: Vec::new(),
+            children: Vec::new(),
         }
     }
 
@@ -130,6 +145,19 @@ pub fn explain(
     thresholds: &Thresholds,
     ws: &mut Workspace,
 ) -> Vec<Choice> {
+    explain_with(index, failing, active, thresholds, |_| true, ws)
+}
+
+/// [`explain`], where a scope that is not active is a candidate only when `may_enter` accepts
+/// it (an active scope keeps its hysteresis).
+pub fn explain_with(
+    index: &ScopeIndex,
+    failing: &[usize],
+    active: &[ScopeId],
+    thresholds: &Thresholds,
+    may_enter: impl Fn(ScopeId) -> bool,
+    ws: &mut Workspace,
+) -> Vec<Choice> {
     ws.reset();
     for &cell in failing {
         if cell >= index.cell_count() || ws.is_failing[cell] {
@@ -149,14 +177,21 @@ pub fn explain(
             *a = true;
         }
     }
-    for &s in &ws.touched {
+    let nameable = |ws: &Workspace, s: ScopeId| {
         let f = ws.failing[s as usize];
-        ws.uncovered[s as usize] = f;
         let ratio = if ws.active[s as usize] { thresholds.exit_ratio } else { thresholds.enter_ratio };
-        let enough = f64::from(f) >= ratio * f64::from(index.total(s)) - 1e-9;
-        if index.is_canonical(s) && f >= thresholds.min_failing_cells && enough {
-            ws.candidates.push(s);
+        f >= thresholds.min_failing_cells && f64::from(f) >= ratio * f64::from(index.total(s)) - 1e-9
+    };
+    for i in 0..ws.touched.len() {
+        let s = ws.touched[i];
+        ws.uncovered[s as usize] = ws.failing[s as usize];
+        if !index.is_canonical(s) || !nameable(ws, s) || !(ws.active[s as usize] || may_enter(s)) {
+            continue;
         }
+        if !ws.active[s as usize] && !is_exact(index, s, ws, &nameable) {
+            continue;
+        }
+        ws.candidates.push(s);
     }
     for &s in active {
         if let Some(a) = ws.active.get_mut(s as usize) {
@@ -207,6 +242,31 @@ pub fn explain(
     chosen
 }
 
+/// Whether no dimension splits `scope` into a wholly healthy sub-scope and failing sub-scopes
+/// that could each be named (module documentation, step 3).
+fn is_exact(
+    index: &ScopeIndex,
+    scope: ScopeId,
+    ws: &mut Workspace,
+    nameable: &impl Fn(&Workspace, ScopeId) -> bool,
+) -> bool {
+    let mask = index.mask(scope);
+    for d in (0..index.dimensions().len()).filter(|&d| mask & (1 << d) == 0) {
+        let mut children = std::mem::take(&mut ws.children);
+        children.clear();
+        children.extend(index.cells(scope).iter().map(|&c| index.scopes_of(c as usize)[mask | 1 << d]));
+        children.sort_unstable();
+        children.dedup();
+        let healthy = children.iter().any(|&c| ws.failing[c as usize] == 0);
+        let split = healthy && children.iter().all(|&c| ws.failing[c as usize] == 0 || nameable(ws, c));
+        ws.children = children;
+        if split {
+            return false;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +303,51 @@ mod tests {
         let cases: Vec<(&str, Vec<Pairs>, Vec<Scope>)> = vec![
             ("zone b", vec![vec![("az", "b")]], vec![scope(&[("az", "b")])]),
             ("tenant acme everywhere", vec![vec![("tenant", "acme")]], vec![scope(&[("tenant", "acme")])]),
-            ("amqp in a and b for 3 of 4 tenants", amqp_ab_3_tenants, vec![scope(&[("protocol", "amqp")])]),
+            (
+                "amqp in a and b for 3 of 4 tenants: its two brokers, zone c's amqp being healthy",
+                amqp_ab_3_tenants,
+                vec![scope(&[("broker", "r-a")]), scope(&[("broker", "r-b")])],
+            ),
+            (
+                "amqp in a and b for every tenant",
+                vec![vec![("protocol", "amqp"), ("az", "a")], vec![("protocol", "amqp"), ("az", "b")]],
+                vec![scope(&[("broker", "r-a")]), scope(&[("broker", "r-b")])],
+            ),
+            ("amqp everywhere", vec![vec![("protocol", "amqp")]], vec![scope(&[("protocol", "amqp")])]),
+            (
+                "zones b and c, zone a healthy: the two zones, not everything",
+                vec![vec![("az", "b")], vec![("az", "c")]],
+                vec![scope(&[("az", "b")]), scope(&[("az", "c")])],
+            ),
+            (
+                "tenant globex in zones a and b: named with its zones",
+                vec![vec![("tenant", "globex"), ("az", "a")], vec![("tenant", "globex"), ("az", "b")]],
+                vec![
+                    scope(&[("az", "a"), ("tenant", "globex")]),
+                    scope(&[("az", "b"), ("tenant", "globex")]),
+                ],
+            ),
+            (
+                // Not the zone, whose tenant umbrella is healthy; the zone's two brokers, 3 of 4
+                // failing each, are cheaper than three tenant pairs.
+                "zone b but one tenant: its brokers",
+                vec![
+                    vec![("az", "b"), ("tenant", "acme")],
+                    vec![("az", "b"), ("tenant", "globex")],
+                    vec![("az", "b"), ("tenant", "initech")],
+                ],
+                vec![scope(&[("broker", "k-b")]), scope(&[("broker", "r-b")])],
+            ),
+            (
+                "zone b but one cell: still the zone (no wholly healthy value)",
+                vec![
+                    vec![("az", "b"), ("protocol", "amqp")],
+                    vec![("az", "b"), ("tenant", "acme")],
+                    vec![("az", "b"), ("tenant", "globex")],
+                    vec![("az", "b"), ("tenant", "initech")],
+                ],
+                vec![scope(&[("az", "b")])],
+            ),
             ("everything", vec![vec![]], vec![scope(&[])]),
             (
                 "zone b and tenant acme",

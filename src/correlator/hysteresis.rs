@@ -2,7 +2,11 @@
 //! when one is flapping.
 //!
 //! - A scope becomes active after being chosen by the explanation for `enter_ticks` consecutive
-//!   ticks.
+//!   ticks, or at once when it is chosen on strong evidence (see
+//!   [`coherence`](super::coherence)): the cells' k-of-n windows already held the failure for
+//!   as long as a single cell needs, and many cells failing together need no more waiting.
+//! - A scope can be retired at once (see [`Hysteresis::retire`]): when a wider scope that covers
+//!   it becomes active, the narrower one would only repeat part of it.
 //! - An active scope resolves after `exit_ticks` consecutive ticks in which it is not chosen
 //!   (while active it is a candidate with the looser `exit_ratio`, see `explain`).
 //! - Activations and resolutions are the scope's changes. When a change would bring the changes
@@ -11,6 +15,7 @@
 //!   chosen, so a flapping fault fires once instead of resolving and firing again.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::SystemTime;
 
 use super::scopes::ScopeId;
 use crate::config::CorrelatorSettings;
@@ -24,6 +29,10 @@ pub struct Track {
     pub clean_streak: u32,
     /// Tick of the activation, while active.
     pub active_since: Option<u64>,
+    /// Wall-clock time of the activation tick, while active.
+    pub active_since_at: Option<SystemTime>,
+    /// Whether the activation was on strong evidence, without waiting out `enter_ticks`.
+    pub strong: bool,
     pub flapping: bool,
     /// Ticks of recent activations and resolutions.
     changes: VecDeque<u64>,
@@ -66,15 +75,18 @@ impl Hysteresis {
         next
     }
 
-    /// Applies one tick's explanation; `tick` must increase by one per call, starting at 1.
-    pub fn update(&mut self, tick: u64, chosen: impl IntoIterator<Item = ScopeId>) {
-        for s in chosen {
+    /// Applies one tick's explanation at wall-clock time `now`: each chosen scope, and whether
+    /// it was chosen on strong evidence. `tick` must increase by one per call, starting at 1.
+    pub fn update(&mut self, tick: u64, now: SystemTime, chosen: impl IntoIterator<Item = (ScopeId, bool)>) {
+        for (s, strong) in chosen {
             let t = self.tracks.entry(s).or_default();
             t.chosen_streak += 1;
             t.clean_streak = 0;
             t.last_chosen = tick;
-            if t.active_since.is_none() && t.chosen_streak >= self.enter_ticks {
+            if t.active_since.is_none() && (strong || t.chosen_streak >= self.enter_ticks) {
                 t.active_since = Some(tick);
+                t.active_since_at = Some(now);
+                t.strong = strong && t.chosen_streak < self.enter_ticks;
                 t.changes.push_back(tick);
                 self.activations += 1;
                 if t.changes.len() as u32 >= self.flap_changes {
@@ -106,6 +118,7 @@ impl Hysteresis {
             };
             if resolve {
                 t.active_since = None;
+                t.active_since_at = None;
                 t.flapping = false;
                 t.clean_streak = 0;
                 t.changes.push_back(tick);
@@ -113,6 +126,26 @@ impl Hysteresis {
             }
         }
         self.tracks.retain(|_, t| t.active_since.is_some() || t.chosen_streak > 0 || !t.changes.is_empty());
+    }
+
+    /// Resolves active `scope` at once (a wider active scope covers it); it counts as a
+    /// resolution and a change. Its chosen streak starts again, so it re-enters only on its own.
+    pub fn retire(&mut self, tick: u64, scope: ScopeId) {
+        if let Some(t) = self.tracks.get_mut(&scope) {
+            if t.active_since.take().is_some() {
+                t.active_since_at = None;
+                t.flapping = false;
+                t.clean_streak = 0;
+                t.chosen_streak = 0;
+                t.changes.push_back(tick);
+                self.resolutions += 1;
+            }
+        }
+    }
+
+    /// Scopes activated at `tick`.
+    pub fn activated_at(&self, tick: u64) -> impl Iterator<Item = ScopeId> + '_ {
+        self.tracks.iter().filter(move |(_, t)| t.active_since == Some(tick)).map(|(&s, _)| s)
     }
 
     /// Active scopes in id order.
@@ -147,14 +180,18 @@ impl Hysteresis {
 mod tests {
     use super::*;
 
-    /// Runs `pattern` ('x' chosen, '.' not) for scope 7 and returns per tick 'A' active,
+    /// Runs `pattern` ('x' chosen, 's' chosen on strong evidence, '.' not) for scope 7 and returns per tick 'A' active,
     /// 'F' active and flapping, '.' inactive, plus the activation and resolution counts.
     fn run(pattern: &str, s: &CorrelatorSettings) -> (String, u64, u64) {
         let mut h = Hysteresis::new(s);
         let mut out = String::new();
         for (i, c) in pattern.chars().enumerate() {
-            let chosen: &[ScopeId] = if c == 'x' { &[7] } else { &[] };
-            h.update(i as u64 + 1, chosen.iter().copied());
+            let chosen: &[(ScopeId, bool)] = match c {
+                'x' => &[(7, false)],
+                's' => &[(7, true)],
+                _ => &[],
+            };
+            h.update(i as u64 + 1, SystemTime::UNIX_EPOCH, chosen.iter().copied());
             out.push(match h.active().next() {
                 Some((_, t)) if t.flapping => 'F',
                 Some(_) => 'A',
@@ -180,6 +217,8 @@ mod tests {
         let cases: &[(&str, &str, &str, u64, u64)] = &[
             ("one chosen tick never enters", "x.x.x.", "......", 0, 0),
             ("enter after two ticks", "xx", ".A", 1, 0),
+            ("strong evidence enters at once", "s..", "AAA", 1, 0),
+            ("strong evidence after a weak tick", "xs", ".A", 1, 0),
             ("resolve after three clean ticks", "xx...", ".AAA.", 1, 1),
             ("a chosen tick restarts the clean count", "xx..x..x...", ".AAAAAAAAA.", 1, 1),
             // A, R, A, then the second resolution would be the fourth change: held, flapping.
@@ -189,6 +228,23 @@ mod tests {
             let got = run(pattern, &s);
             assert_eq!(got, (want.to_string(), *activations, *resolutions), "{name}: {pattern}");
         }
+    }
+
+    #[test]
+    fn retired_scopes_resolve_at_once_and_reenter_on_their_own() {
+        let s = settings(2, 3, 20, 4);
+        let mut h = Hysteresis::new(&s);
+        let now = SystemTime::UNIX_EPOCH;
+        h.update(1, now, [(7, true)]);
+        assert_eq!(h.activated_at(1).collect::<Vec<_>>(), [7]);
+        h.retire(2, 7);
+        assert_eq!(h.active().count(), 0);
+        assert_eq!((h.activations(), h.resolutions()), (1, 1));
+        h.update(2, now, [(7, false)]);
+        assert_eq!(h.active().count(), 0, "the chosen streak started again");
+        h.update(3, now, [(7, false)]);
+        assert_eq!(h.activated_at(3).collect::<Vec<_>>(), [7]);
+        assert!(!h.active().next().unwrap().1.strong, "entered on enter_ticks");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! explain them, and from those to one verdict (`ok`, `suspect`, `partial`, `outage`) with its
 //! evidence. See "Correlator" in DESIGN.md.
 //!
-//! - [`window`]: per-cell k-of-n window with m-in-a-row recovery.
+//! - [`window`]: per-cell k-of-n window with m-in-a-row recovery (failing, recovering, healthy).
+//! - [`coherence`]: whether a scope's failing cells are no coincidence (onsets together,
+//!   significantly above the background), and whether the evidence confirms it at once.
 //! - [`scopes`]: every scope that has cells, indexed once per matrix.
 //! - [`explain`]: the pure explanation (greedy weighted set cover), shared with `localize`.
 //! - [`evidence`]: the figures behind a scope.
@@ -12,6 +14,7 @@
 //! - [`replay`]: recorded outcomes (JSON lines) through the live correlator, offline.
 //! - [`localize`]: one CSV snapshot through the same explanation.
 
+pub mod coherence;
 pub mod evidence;
 pub mod explain;
 pub mod hysteresis;
@@ -30,13 +33,15 @@ mod reloads;
 mod scenarios;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod traps;
 
 pub use evidence::{Labels, ScopeEvidence};
-pub use explain::{explain, Choice, Thresholds, Workspace};
+pub use explain::{explain, explain_with, Choice, Thresholds, Workspace};
 pub use quorum::QuorumCheck;
 pub use replay::OutcomeRecord;
 pub use scopes::{ScopeId, ScopeIndex};
-pub use verdict::{ActiveScope, Correlator, Level, Verdict};
+pub use verdict::{ActiveScope, Correlator, ErrorShare, Level, LoneCell, Verdict};
 pub use window::{CellState, CellWindow};
 
 /// Why a correlator could not be built or fed.

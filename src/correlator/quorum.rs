@@ -1,5 +1,9 @@
 //! The outage quorum: do the explained failing cells corroborate each other across dimensions?
 //!
+//! Only cells failing *now* count: a recovering cell keeps its scope's ticket (see
+//! [`window`](super::window)) but corroborates nothing, so a rolling restart (zone a coming back
+//! while zone b goes down) is two tickets, never a page.
+//!
 //! For each quorum dimension `d` (by default `az` needing 2 values and `tenant` needing 2), a
 //! value `v` of `d` is *corroborated* when the explained failing cells with `d = v` span at least
 //! the required number of values of every other quorum dimension. The quorum is met when every
@@ -42,6 +46,8 @@ pub struct QuorumRule {
     /// dimensions it met.
     seen: Vec<Vec<(u64, u32)>>,
     pairs: Vec<(u32, u32)>,
+    /// Calls so far: tells this call's marks in `seen` from older ones.
+    calls: u64,
 }
 
 impl QuorumRule {
@@ -60,12 +66,13 @@ impl QuorumRule {
             dims.push((d, name.clone(), q.required(index.values(d).len())));
         }
         let seen = dims.iter().map(|&(d, _, _)| vec![(0, 0); index.values(d).len()]).collect();
-        Ok(QuorumRule { dims, seen, pairs: Vec::new() })
+        Ok(QuorumRule { dims, seen, pairs: Vec::new(), calls: 0 })
     }
 
-    /// Judges `cells` (the explained failing cells) at `tick`, which must differ from the last
-    /// call's. An empty quorum is met by any cell.
-    pub fn check(&mut self, index: &ScopeIndex, cells: &[usize], tick: u64) -> Vec<QuorumCheck> {
+    /// Judges `cells` (the explained cells failing now). An empty quorum is met by any cell.
+    pub fn check(&mut self, index: &ScopeIndex, cells: &[usize]) -> Vec<QuorumCheck> {
+        self.calls += 1;
+        let tick = self.calls;
         let k = self.dims.len();
         for &cell in cells {
             for (q, &(d, _, _)) in self.dims.iter().enumerate() {
@@ -168,8 +175,8 @@ mod tests {
         let m = grid();
         let index = ScopeIndex::new(&m).unwrap();
         let mut rule = QuorumRule::new(&index, &quorum).unwrap();
-        for (tick, (name, met, faults, az, tenant)) in cases.into_iter().enumerate() {
-            let checks = rule.check(&index, &cells_matching(&m, &faults), tick as u64 + 1);
+        for (name, met, faults, az, tenant) in cases {
+            let checks = rule.check(&index, &cells_matching(&m, &faults));
             let got: Vec<(usize, usize)> = checks.iter().map(|c| (c.spanned, c.corroborated)).collect();
             assert_eq!(checks.iter().all(|c| c.met), met, "{name}: {checks:?}");
             // The quorum map is ordered: az, then tenant.
@@ -185,7 +192,7 @@ mod tests {
             [("az".to_owned(), Quorum::Fraction(0.5))].into();
         let mut rule = QuorumRule::new(&index, &half).unwrap();
         let two_zones = cells_matching(&m, &[vec![("az", "z0")], vec![("az", "z1")]]);
-        let checks = rule.check(&index, &two_zones, 1);
+        let checks = rule.check(&index, &two_zones);
         assert_eq!((checks[0].required, checks[0].met), (2, true), "half of 4 zones is 2");
         let bad: std::collections::BTreeMap<String, Quorum> =
             [("region".to_owned(), Quorum::Count(2))].into();

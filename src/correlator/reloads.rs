@@ -95,14 +95,18 @@ fn a_shorter_window_forgets_the_oldest_outcomes() {
     let m = grid();
     let settings = CorrelatorSettings::default();
     let mut c = Correlator::new(&m, &settings).unwrap();
-    // Cell 0: three failures, then two successes: failing, 3 of the last 5 failed.
+    // Cell 0: three failures, then two successes: recovering, 3 of the last 5 failed.
     for o in [Outcome::Lost, Outcome::Lost, Outcome::Lost, Outcome::Ok, Outcome::Ok] {
         c.record(0, &o).unwrap();
     }
     let shorter = CorrelatorSettings { window: 3, failures_to_fail: 2, ..settings };
     let identity: Vec<Option<usize>> = (0..m.len()).map(Some).collect();
     let mut r = c.reconfigured(&m, &shorter, &identity).unwrap();
-    assert_eq!(r.cell_states().next(), Some(CellState::Failing), "the state stands until the next outcome");
+    assert_eq!(
+        r.cell_states().next(),
+        Some(CellState::Recovering),
+        "the state stands until the next outcome"
+    );
     // One more failure: in a window of 3 that is 2 failures (the oldest two fell out).
     assert_eq!(r.record(0, &Outcome::Lost).unwrap(), CellState::Failing);
     let v = r.tick();

@@ -244,7 +244,7 @@ impl Replay {
     fn tick(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
         let Some(at_ms) = self.next_boundary else { return Ok(()) };
         self.next_boundary = Some(at_ms.saturating_add(self.tick_ms));
-        let v = self.correlator.tick();
+        let v = self.correlator.tick_at(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms));
         let now = (v.level, v.scope_labels().into_iter().cloned().collect::<Vec<_>>());
         if self.last.as_ref() != Some(&now) {
             let change = Change { at_ms, verdict: v.level, scopes: v.scope_labels(), evidence: v };

@@ -201,6 +201,22 @@ impl ScopeIndex {
         self.canonical[scope as usize] == scope
     }
 
+    /// Bit `d` set for each dimension `scope` fixes: the index of `scope` in
+    /// [`ScopeIndex::scopes_of`] of any of its cells.
+    pub fn mask(&self, scope: ScopeId) -> usize {
+        let d = self.dimensions.len();
+        self.keys[scope as usize * d..][..d]
+            .iter()
+            .enumerate()
+            .filter(|(_, &k)| k != FREE)
+            .fold(0, |m, (i, _)| m | (1 << i))
+    }
+
+    /// Number of canonical scopes: the distinct cell sets a verdict can blame.
+    pub fn canonical_count(&self) -> usize {
+        (0..self.scope_count()).filter(|&s| self.canonical[s] == s as ScopeId).count()
+    }
+
     /// The value id `scope` fixes dimension `d` to, if it does.
     pub fn fixed_value(&self, scope: ScopeId, d: usize) -> Option<u32> {
         let k = self.keys[scope as usize * self.dimensions.len() + d];
@@ -268,9 +284,16 @@ mod tests {
             index.describe(index.find(&[("tenant", "acme"), ("az", "b")]).unwrap()),
             "az=b&tenant=acme"
         );
-        // Each cell lies in 2^4 scopes, the global one first.
+        // Each cell lies in 2^4 scopes, the global one first, indexed by the mask of fixed
+        // dimensions.
         assert_eq!(index.scopes_of(5).len(), 16);
         assert_eq!(index.scopes_of(5)[0], 0);
+        let cell = index.cells(zone_b)[0] as usize;
+        assert_eq!(index.mask(zone_b), 1);
+        assert_eq!(index.scopes_of(cell)[index.mask(zone_b)], zone_b);
+        assert_eq!(index.mask(broker), 8);
+        // Of the 16 scopes that hold the same cells in pairs, only one of each pair counts.
+        assert!(index.canonical_count() < index.scope_count());
     }
 
     #[test]

@@ -83,6 +83,12 @@ pub struct Step {
     pub scopes: Vec<Vec<(String, String)>>,
 }
 
+/// Wall-clock time of tick `t` in the drivers: one second per tick from a fixed origin, so runs
+/// are reproducible.
+pub fn at(t: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + t)
+}
+
 /// Drives a correlator for `ticks` ticks; each tick every cell probes once and fails when
 /// `fails(tick, cell)` (ticks count from 0). Returns the state after each tick.
 pub fn drive(
@@ -98,7 +104,7 @@ pub fn drive(
             let o = if fails(t, cell) { Outcome::Lost } else { Outcome::Ok };
             c.record(cell, &o).expect("cell index in range");
         }
-        let v = c.tick();
+        let v = c.tick_at(at(t));
         steps.push(Step { level: v.level, scopes: v.scope_labels().into_iter().map(pairs).collect() });
     }
     (steps, c)

@@ -2,9 +2,11 @@
 //!
 //! A cell turns `Failing` when `failures_to_fail` of its last `window` probes failed, and turns
 //! `Healthy` again only after `successes_to_recover` successes in a row, so a single lucky probe
-//! never clears a failing cell and a single failed probe never leaves this layer. The window is a
-//! bit set (at most 64 probes, which config validation enforces), so the window's attempts and
-//! failures are exact, additive counts that scopes can sum.
+//! never clears a failing cell and a single failed probe never leaves this layer. In between, a
+//! cell whose latest probe succeeded is `Recovering`: it still belongs to its failure episode (a
+//! scope's ticket holds through it), but it is not failing *now*, so it never counts towards the
+//! outage quorum. The window is a bit set (at most 64 probes, which config validation enforces),
+//! so the window's attempts and failures are exact, additive counts that scopes can sum.
 
 use crate::config::CorrelatorSettings;
 
@@ -18,17 +20,29 @@ pub enum CellState {
     /// No outcome recorded yet.
     Unknown,
     Healthy,
+    /// In a failure episode, and the latest probe failed.
     Failing,
+    /// In a failure episode, but the latest probes succeeded: fewer than `successes_to_recover`
+    /// in a row so far.
+    Recovering,
 }
 
 impl CellState {
-    /// Value of the `crossprobe_cell_state` gauge: 0 healthy, 1 failing, -1 unknown.
+    /// Value of the `crossprobe_cell_state` gauge: 0 healthy, 1 failing, 2 recovering,
+    /// -1 unknown.
     pub fn gauge(self) -> i64 {
         match self {
             CellState::Unknown => -1,
             CellState::Healthy => 0,
             CellState::Failing => 1,
+            CellState::Recovering => 2,
         }
+    }
+
+    /// Whether the cell is in a failure episode (failing or recovering): what a scope's ticket
+    /// is made of.
+    pub fn in_episode(self) -> bool {
+        matches!(self, CellState::Failing | CellState::Recovering)
     }
 }
 
@@ -60,12 +74,14 @@ pub struct CellWindow {
     held: u32,
     /// Successes since the last failure.
     streak: u32,
+    /// Failures since the last success: how long the current failure has lasted, in probes.
+    run: u32,
     state: CellState,
 }
 
 impl Default for CellWindow {
     fn default() -> Self {
-        CellWindow { failed: 0, held: 0, streak: 0, state: CellState::Unknown }
+        CellWindow { failed: 0, held: 0, streak: 0, run: 0, state: CellState::Unknown }
     }
 }
 
@@ -80,9 +96,13 @@ impl CellWindow {
         self.failed = ((self.failed << 1) | u64::from(failed)) & mask;
         self.held = (self.held + 1).min(s.window);
         self.streak = if failed { 0 } else { self.streak.saturating_add(1) };
+        self.run = if failed { self.run.saturating_add(1) } else { 0 };
         self.state = match self.state {
-            CellState::Failing if self.streak >= s.successes_to_recover => CellState::Healthy,
-            CellState::Failing => CellState::Failing,
+            CellState::Failing | CellState::Recovering if self.streak >= s.successes_to_recover => {
+                CellState::Healthy
+            }
+            CellState::Failing | CellState::Recovering if failed => CellState::Failing,
+            CellState::Failing | CellState::Recovering => CellState::Recovering,
             CellState::Unknown | CellState::Healthy if failed && self.failures() >= s.failures_to_fail => {
                 CellState::Failing
             }
@@ -113,6 +133,11 @@ impl CellWindow {
     pub fn failures(&self) -> u32 {
         self.failed.count_ones()
     }
+
+    /// Consecutive failed probes up to the latest one (0 when the latest succeeded).
+    pub fn run(&self) -> u32 {
+        self.run
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +155,7 @@ mod tests {
             .chars()
             .map(|c| match w.record(c == 'x', s) {
                 CellState::Failing => 'F',
+                CellState::Recovering => 'R',
                 CellState::Healthy => 'H',
                 CellState::Unknown => '?',
             })
@@ -145,17 +171,17 @@ mod tests {
             ("three of five fail", &DEFAULTS, "x.x.x", "HHHHF"),
             ("three in a row fail", &DEFAULTS, "xxx", "HHF"),
             ("three spread over six do not", &DEFAULTS, "x..x..x", "HHHHHHH"),
-            ("four successes are not enough", &DEFAULTS, "xxx....x", "HHFFFFFF"),
-            ("five successes recover", &DEFAULTS, "xxx.....", "HHFFFFFH"),
-            ("a lucky success does not clear", &DEFAULTS, "xxx.xx.x", "HHFFFFFF"),
-            ("flapping stays failing", &DEFAULTS, "x.x.x.x.x.x.x.", "HHHHFFFFFFFFFF"),
+            ("four successes are not enough", &DEFAULTS, "xxx....x", "HHFRRRRF"),
+            ("five successes recover", &DEFAULTS, "xxx.....", "HHFRRRRH"),
+            ("a lucky success does not clear", &DEFAULTS, "xxx.xx.x", "HHFRFFRF"),
+            ("flapping stays in its episode", &DEFAULTS, "x.x.x.x.x.x.x.", "HHHHFRFRFRFRFR"),
             (
                 "recovered cell is not re-failed by old failures on a success",
                 &short_recovery,
                 "xxx....",
-                "HHFFHHH",
+                "HHFRHHH",
             ),
-            ("recovered cell fails again on a new failure", &short_recovery, "xxx..x", "HHFFHF"),
+            ("recovered cell fails again on a new failure", &short_recovery, "xxx..x", "HHFRHF"),
         ];
         for (name, s, pattern, want) in cases {
             assert_eq!(run(pattern, s), *want, "{name}: pattern {pattern}");
@@ -169,12 +195,16 @@ mod tests {
         for f in [true, false, true] {
             w.record(f, &DEFAULTS);
         }
-        assert_eq!((w.attempts(), w.failures()), (3, 2));
+        assert_eq!((w.attempts(), w.failures(), w.run()), (3, 2, 1));
+        w.record(true, &DEFAULTS);
+        assert_eq!((w.state(), w.run()), (CellState::Failing, 2), "x.xx: three of four failed");
+        w.record(false, &DEFAULTS);
+        assert_eq!((w.state(), w.run()), (CellState::Recovering, 0));
         for _ in 0..4 {
             w.record(false, &DEFAULTS);
         }
-        // "x.x...." holds its last five, "x....": one failure.
-        assert_eq!((w.attempts(), w.failures()), (5, 1));
+        // "x.xx....." holds its last five, ".....": no failure, and five successes recovered it.
+        assert_eq!((w.state(), w.attempts(), w.failures()), (CellState::Healthy, 5, 0));
     }
 
     #[test]

@@ -106,20 +106,29 @@ mod tests {
                     failure_ratio_outside: None,
                     share_of_failing: 1.0,
                     spans: Spans::default(),
+                    values: Default::default(),
                 },
+                recovering_cells: 0,
+                error: None,
                 flapping: false,
+                strong_evidence: false,
                 ticks_active: 1,
+                active_since: String::new(),
             })
             .collect();
         Verdict {
             level,
             rule: String::new(),
             tick,
+            at: String::new(),
+            starting: false,
             failing_cells: 4 * zones.len(),
+            recovering_cells: 0,
             total_cells: 12,
             unexplained_failing_cells: 0,
             quorum: Vec::new(),
             scopes,
+            unexplained: Vec::new(),
         }
     }
 

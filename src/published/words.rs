@@ -136,9 +136,14 @@ mod tests {
                 failure_ratio_outside: None,
                 share_of_failing: 0.0,
                 spans: Spans::default(),
+                values: Default::default(),
             },
+            recovering_cells: 0,
+            error: None,
             flapping,
+            strong_evidence: false,
             ticks_active: 1,
+            active_since: String::new(),
         }
     }
 
@@ -147,11 +152,15 @@ mod tests {
             level,
             rule: String::new(),
             tick: 7,
+            at: String::new(),
+            starting: false,
             failing_cells: failing,
+            recovering_cells: 0,
             total_cells: 12,
             unexplained_failing_cells: unexplained,
             quorum: Vec::new(),
             scopes,
+            unexplained: Vec::new(),
         }
     }
 
