@@ -12,9 +12,9 @@ use crossprobe_probes::tracker::Event;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, LoadError, ProbeSettings, ValidatedConfig};
-use crate::correlator::replay::OutcomeRecord;
 use crate::correlator::{CellState, Correlator};
 use crate::metrics::Metrics;
+use crate::offline::OutcomeRecord;
 use crate::published::{CellView, Published, VerdictDocument};
 use crate::reload::{Applied, ReloadError, ReloadPlan};
 use crate::workers::{Observation, Seen, WorkerPool, SETUP_BOUND};

@@ -11,10 +11,10 @@
 //!    [`status`]: the status page at `/` and the document it polls.
 //! 4. [`reload`]: reload requests, why one is refused, the config watch, the reload plan.
 //!    [`published`]: the verdict document, readiness and history, as typed values.
+//!    [`offline`]: `replay` and `localize`, the live scoring on recorded outcomes.
 //! 5. [`correlator`]: cell states, the scopes that explain failing cells, the verdict.
 //!    [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
 //!    [`clients`]: validated config to broker clients, shared per cluster or connection.
-//!    [`offline`]: `replay` and `localize`, the same scoring on recorded outcomes.
 //!    [`tables`]: the tables the CLI prints.
 //!    [`web`]: `[daemon.web]`: HTTPS and basic auth for the endpoints.
 //! 6. [`config`]: the TOML file, strict parsing, validation that reports every mistake.
@@ -34,6 +34,7 @@ pub mod daemon;
 pub mod evaluator;
 pub mod matrix;
 pub mod metrics;
+pub mod offline;
 pub mod pem;
 pub mod published;
 pub mod reload;

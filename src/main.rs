@@ -154,7 +154,7 @@ fn main() -> ExitCode {
 }
 
 fn replay(input: &std::path::Path, config: Option<PathBuf>) -> ExitCode {
-    use crossprobe::correlator::replay::{replay_file, ReplayError};
+    use crossprobe::offline::replay::{replay_file, ReplayError};
     let config = match config.map(|c| load(&c)).transpose() {
         Ok(config) => config,
         Err(code) => return code,
@@ -174,7 +174,7 @@ fn replay(input: &std::path::Path, config: Option<PathBuf>) -> ExitCode {
 }
 
 fn localize(input: &std::path::Path, format: Format) -> ExitCode {
-    match crossprobe::correlator::localize::localize_file(input) {
+    match crossprobe::offline::localize::localize_file(input) {
         Ok(found) => {
             match format {
                 Format::Text => print!("{}", found.to_text()),

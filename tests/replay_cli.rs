@@ -8,49 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crossprobe::correlator::OutcomeRecord;
+use crossprobe::correlator::testkit::{grid, in_scope as has, nested};
 use crossprobe::matrix::Matrix;
+use crossprobe::offline::OutcomeRecord;
 use crossprobe_probes::Outcome;
-
-const DIMS: [&str; 4] = ["az", "tenant", "protocol", "broker"];
-const ZONES: [&str; 3] = ["a", "b", "c"];
-const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
-
-fn dims() -> Vec<String> {
-    DIMS.iter().map(|s| s.to_string()).collect()
-}
-
-/// 3 zones x 4 tenants x 2 protocols, one broker per zone and protocol.
-fn grid() -> Matrix {
-    let mut cells = Vec::new();
-    for az in ZONES {
-        for tenant in TENANTS {
-            for (protocol, b) in [("kafka", "k"), ("amqp", "r")] {
-                cells.push(vec![az.into(), tenant.into(), protocol.into(), format!("{b}-{az}")]);
-            }
-        }
-    }
-    Matrix::from_labels(dims(), cells)
-}
-
-/// Brokers nested in zones: two Kafka brokers and one RabbitMQ node per zone, 4 tenants.
-fn nested() -> Matrix {
-    let mut cells = Vec::new();
-    for az in ZONES {
-        for tenant in TENANTS {
-            for (protocol, broker) in
-                [("kafka", format!("k-{az}1")), ("kafka", format!("k-{az}2")), ("amqp", format!("r-{az}"))]
-            {
-                cells.push(vec![az.into(), tenant.into(), protocol.into(), broker]);
-            }
-        }
-    }
-    Matrix::from_labels(dims(), cells)
-}
-
-fn has(m: &Matrix, cell: usize, pairs: &[(&str, &str)]) -> bool {
-    pairs.iter().all(|(d, v)| m.dimension_index(d).is_some_and(|i| m.cells()[cell].labels[i] == *v))
-}
 
 /// One recorded scenario: every cell probes once a second (cell i at `t * 1000 + 10 * i` ms)
 /// and fails when `fails(matrix, second, cell)`.

@@ -6,42 +6,37 @@
 //! - [`coherence`]: whether a scope's failing cells are no coincidence (onsets together,
 //!   significantly above the background), and whether the evidence confirms it at once.
 //! - [`scopes`]: every scope that has cells, indexed once per matrix.
-//! - [`explain`]: the pure explanation (greedy weighted set cover), shared with `localize`.
+//! - [`explain`]: the pure explanation (greedy weighted set cover), shared with
+//!   [`crate::offline::localize`].
 //! - [`evidence`]: the figures behind a scope.
 //! - [`hysteresis`]: when scopes become active, resolve, or are flagged flapping.
 //! - [`quorum`]: whether explained failures corroborate each other across dimensions (outage).
-//! - [`verdict`]: the live [`Correlator`] and its [`Verdict`].
-//! - [`replay`]: recorded outcomes (JSON lines) through the live correlator, offline.
-//! - [`localize`]: one CSV snapshot through the same explanation.
+//! - [`live`]: the live [`Correlator`]: windows, index, hysteresis; one verdict per tick.
+//! - [`verdict`]: the [`Verdict`], its level and evidence.
+//! - [`testkit`]: matrices and drivers for tests and benchmarks (`tests/` beside it holds the
+//!   scenario and property tests).
 
 pub mod coherence;
 pub mod evidence;
 pub mod explain;
 pub mod hysteresis;
-pub mod localize;
+pub mod live;
 pub mod quorum;
-pub mod replay;
 pub mod scopes;
 pub mod verdict;
 pub mod window;
 
+#[path = "tests/testkit.rs"]
+pub mod testkit;
 #[cfg(test)]
-mod properties;
-#[cfg(test)]
-mod reloads;
-#[cfg(test)]
-mod scenarios;
-#[cfg(test)]
-mod testkit;
-#[cfg(test)]
-mod traps;
+mod tests;
 
 pub use evidence::{Labels, ScopeEvidence};
 pub use explain::{explain, explain_with, Choice, Thresholds, Workspace};
+pub use live::Correlator;
 pub use quorum::QuorumCheck;
-pub use replay::OutcomeRecord;
 pub use scopes::{ScopeId, ScopeIndex};
-pub use verdict::{ActiveScope, Correlator, ErrorShare, Level, LoneCell, Verdict};
+pub use verdict::{ActiveScope, ErrorShare, Level, LoneCell, Verdict};
 pub use window::{CellState, CellWindow};
 
 /// Why a correlator could not be built or fed.

@@ -3,8 +3,8 @@
 //!
 //! One record per probe: `{"at_ms": 12000, "cell": {"az": "a", "tenant": "acme", "protocol":
 //! "kafka", "broker": "k-a"}, "outcome": "lost"}`, with optional `rtt_ms` and, for
-//! `publish_failed` / `connect_failed`, an optional error `kind`. `crossprobe run --record`
-//! writes the same format through [`OutcomeRecord`].
+//! `publish_failed` / `connect_failed`, an optional error `kind` ([`OutcomeRecord`]).
+//! `crossprobe run --record` writes the same format.
 //!
 //! Ticks follow `at_ms`: tick boundaries fall every `correlator.tick` after the first record's
 //! `at_ms`, and the tick at boundary `B` evaluates every record with `at_ms < B`; ticks without
@@ -17,58 +17,16 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::evidence::Labels;
-use super::verdict::{Correlator, Level, Verdict};
-use super::CorrelatorError;
+use super::record::OutcomeRecord;
 use crate::config::CorrelatorSettings;
-use crate::matrix::{Cell, Matrix, BASE_DIMENSIONS};
+use crate::correlator::{Correlator, CorrelatorError, Labels, Level, Verdict};
+use crate::matrix::{Matrix, BASE_DIMENSIONS};
 use crossprobe_probes::outcome::OUTCOME_NAMES;
-use crossprobe_probes::{ErrorKind, Outcome};
 
 /// Most ticks a gap between two records may span: a typo in `at_ms` should fail, not spin.
 pub const MAX_GAP_TICKS: u64 = 10_000_000;
-
-/// One probe outcome as recorded: the line format of `run --record` and `replay`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutcomeRecord {
-    /// Milliseconds since the Unix epoch (or any fixed origin) when the probe ended.
-    pub at_ms: u64,
-    /// The cell's labels, in dimension order.
-    pub cell: Labels,
-    /// An outcome name: `ok`, `late`, `lost`, `publish_failed`, `connect_failed`, `corrupt`.
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtt_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<ErrorKind>,
-}
-
-impl OutcomeRecord {
-    /// The record of one probe of `cell`.
-    pub fn new(at_ms: u64, matrix: &Matrix, cell: &Cell, outcome: &Outcome, rtt_ms: Option<f64>) -> Self {
-        OutcomeRecord {
-            at_ms,
-            cell: Labels(matrix.labels(cell).map(|(d, v)| (d.to_owned(), v.to_owned())).collect()),
-            outcome: outcome.name().to_owned(),
-            rtt_ms,
-            kind: outcome.kind(),
-        }
-    }
-
-    /// The outcome, if its name is known.
-    pub fn outcome(&self) -> Option<Outcome> {
-        Outcome::from_name(&self.outcome, self.kind)
-    }
-
-    /// Writes the record as one JSON line.
-    pub fn write_line(&self, w: &mut impl Write) -> io::Result<()> {
-        serde_json::to_writer(&mut *w, self)?;
-        w.write_all(b"\n")
-    }
-}
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +261,7 @@ pub fn replay_file(
 mod tests {
     use super::*;
     use crate::correlator::testkit::grid;
+    use crossprobe_probes::{ErrorKind, Outcome};
 
     fn run(input: &str, matrix: Option<&Matrix>) -> Result<Vec<serde_json::Value>, ReplayError> {
         let inferred;

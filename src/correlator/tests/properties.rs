@@ -7,8 +7,8 @@ use crate::config::CorrelatorSettings;
 use crate::matrix::Matrix;
 use crossprobe_probes::Outcome;
 
-use super::testkit::{grid, nested, wide, SplitMix};
-use super::{Correlator, Level, ScopeIndex};
+use crate::correlator::testkit::{grid, nested, wide, SplitMix};
+use crate::correlator::{Correlator, Level, ScopeIndex};
 
 /// Ticks of the noise test: 100,000 ticks of 240 cells take about a second in a debug build.
 const NOISE_TICKS: u64 = 100_000;
@@ -47,7 +47,7 @@ fn noise(m: &Matrix, p: f64, ticks: u64, seed: u64) -> Noise {
             let o = if stuck || rng.chance(p) { Outcome::Lost } else { Outcome::Ok };
             c.record(cell, &o).unwrap();
         }
-        let v = c.tick_at(super::testkit::at(t));
+        let v = c.tick_at(crate::correlator::testkit::at(t));
         out.levels[v.level as usize] += 1;
         out.most_failing = out.most_failing.max(v.failing_cells);
         out.pending_ticks += u64::from(v.rule.starts_with("awaiting"));
@@ -142,7 +142,7 @@ proptest! {
                     let fails = down || rng.chance(p);
                     c.record(i, &if fails { Outcome::Lost } else { Outcome::Ok }).unwrap();
                 }
-                out.push(serde_json::to_string(c.tick_at(super::testkit::at(t))).unwrap());
+                out.push(serde_json::to_string(c.tick_at(crate::correlator::testkit::at(t))).unwrap());
             }
             out
         };

@@ -7,8 +7,8 @@ use crate::config::CorrelatorSettings;
 use crate::matrix::Matrix;
 use crossprobe_probes::{ErrorKind, Outcome};
 
-use super::testkit::{at, cells_matching, drive, grid, in_scope, nested, scope, SplitMix, Step};
-use super::{CellState, Correlator, Level};
+use crate::correlator::testkit::{at, cells_matching, drive, grid, in_scope, nested, scope, SplitMix, Step};
+use crate::correlator::{CellState, Correlator, Level};
 
 /// The labels of cell `c`, as `(dimension, value)` pairs.
 fn labels(m: &Matrix, c: usize) -> Vec<(String, String)> {

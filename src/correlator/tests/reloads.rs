@@ -5,8 +5,8 @@ use crate::config::CorrelatorSettings;
 use crate::matrix::Matrix;
 use crossprobe_probes::Outcome;
 
-use super::testkit::{grid, in_scope, pairs, scope};
-use super::{CellState, Correlator, Level};
+use crate::correlator::testkit::{grid, in_scope, pairs, scope};
+use crate::correlator::{CellState, Correlator, Level};
 
 /// For each cell of `new`, the index of the cell of `old` with the same labels.
 fn previous(old: &Matrix, new: &Matrix) -> Vec<Option<usize>> {

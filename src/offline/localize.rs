@@ -12,11 +12,10 @@
 
 use serde::Serialize;
 
-use super::evidence::{scope_evidence, ScopeEvidence};
-use super::explain::{explain, Thresholds, Workspace};
-use super::scopes::ScopeIndex;
-use super::CorrelatorError;
 use crate::config::CorrelatorSettings;
+use crate::correlator::evidence::{scope_evidence, ScopeEvidence};
+use crate::correlator::explain::{explain, Thresholds, Workspace};
+use crate::correlator::{CorrelatorError, ScopeIndex};
 use crate::matrix::Matrix;
 
 /// `z` a leaf's failures must reach over its baseline.

@@ -1,4 +1,5 @@
-//! Matrices and drivers shared by the correlator's tests.
+//! Matrices and drivers shared by the correlator's tests, the integration tests and the
+//! benchmarks.
 
 use crate::config::CorrelatorSettings;
 use crate::matrix::{Matrix, BASE_DIMENSIONS};

@@ -4,8 +4,8 @@
 use crate::config::CorrelatorSettings;
 use crate::matrix::Matrix;
 
-use super::testkit::{cells_matching, drive, grid, nested, scope, Step};
-use super::Level;
+use crate::correlator::testkit::{cells_matching, drive, grid, nested, scope, Step};
+use crate::correlator::Level;
 
 type Pairs = Vec<(&'static str, &'static str)>;
 
