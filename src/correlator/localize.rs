@@ -1,20 +1,37 @@
-//! Localize: one snapshot of cells (CSV) through the same explanation as the live correlator.
+//! Localize: the scopes that explain one snapshot of cells (CSV).
 //!
 //! The CSV header names the label columns, then `attempts`, `failures` and optionally
-//! `expected_failure_ratio` (the leaf's baseline, 0 when absent). Fields are separated by commas
-//! and trimmed; quoting is not supported. Blank lines and lines starting with `#` are skipped.
+//! `expected_failure_ratio` (the leaf's baseline). Fields are separated by commas and trimmed;
+//! quoting is not supported. Blank lines and lines starting with `#` are skipped. Without the
+//! baseline column every leaf's baseline is the snapshot's background: the failure ratio of the
+//! leaf in the middle of all probes ([`background_ratio`]), which a fault on fewer than half of
+//! the probes does not move.
 //!
-//! A leaf is failing when its failure ratio is well above its baseline, by a one-sided binomial
-//! test: with `p0 = max(baseline, 0.001)`, `z = (failures - attempts * p0) / sqrt(attempts * p0 *
-//! (1 - p0))`; failing when `attempts >= 1`, `z >= 3` and `failures / attempts >= baseline +
-//! 0.05`. The z test keeps a handful of failures in few attempts from counting; the margin keeps a
-//! statistically clear but tiny excess (0.2% against 0.1% over a million probes) from counting.
+//! Scopes are tested on their summed attempts and failures, not leaf by leaf: a fault that adds
+//! 1 to 5% of failures to every leaf under one dimension value is lost in each leaf's noise and
+//! overwhelming in the sum. [`search`] documents the statistic (a one-sided binomial
+//! log-likelihood ratio of a scope's failures against its leaves' baselines), the coarse-to-fine
+//! search, how a chosen scope's failures are accounted for so its parents and children are not
+//! named again, and when to stop: a scope is named only while it adds a gain above
+//! `ln(scopes searched / 1%)` to the scopes named before it, and is kept only if it still does
+//! with all the others fitted. The scopes print strongest first. Unlike the live correlator,
+//! this is not a set cover of failing cells: the live verdict judges debounced cell states,
+//! `localize` judges probe counts.
+//!
+//! A leaf is *failing* on its own counts when its failure ratio is well above its baseline, by a
+//! one-sided binomial test: with `p0 = max(baseline, 0.001)`, `z = (failures - attempts * p0) /
+//! sqrt(attempts * p0 * (1 - p0))`; failing when `attempts >= 1`, `z >= 3` and `failures /
+//! attempts >= baseline + 0.05`. Failing leaves are figures of the evidence (`failing_cells`,
+//! `spans`, `unexplained_failing_leaves`); they do not choose the scopes.
 
 use serde::Serialize;
 
-use super::evidence::{scope_evidence, ScopeEvidence};
-use super::explain::{explain, Thresholds, Workspace};
-use super::scopes::ScopeIndex;
+pub mod search;
+
+use search::{LeafCounts, Search};
+
+use super::evidence::{Labels, ScopeEvidence, Spans};
+use super::scopes::{ScopeId, ScopeIndex};
 use super::CorrelatorError;
 use crate::config::CorrelatorSettings;
 use crate::matrix::Matrix;
@@ -158,7 +175,32 @@ pub fn parse_csv(text: &str) -> Result<Snapshot, LocalizeError> {
     if leaves.is_empty() {
         return Err(LocalizeError::NoRows);
     }
+    if !with_baseline {
+        let background = background_ratio(&leaves);
+        leaves.iter_mut().for_each(|l| l.baseline = background);
+    }
     Ok(Snapshot { matrix: Matrix::from_labels(dims, labels), leaves })
+}
+
+/// The failure ratio of the leaf in the middle of the snapshot's probes: leaves sorted by
+/// ratio, the one where half the attempts are reached. A fault on fewer than half of the probes
+/// does not move it.
+pub fn background_ratio(leaves: &[Leaf]) -> f64 {
+    let mut ratios: Vec<(f64, u64)> = leaves
+        .iter()
+        .filter(|l| l.attempts > 0)
+        .map(|l| (l.failures as f64 / l.attempts as f64, l.attempts))
+        .collect();
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let half = ratios.iter().map(|r| r.1).sum::<u64>().div_ceil(2);
+    let mut seen = 0;
+    for (ratio, attempts) in ratios {
+        seen += attempts;
+        if seen >= half {
+            return ratio;
+        }
+    }
+    0.0
 }
 
 fn fields(line: usize, row: &str) -> Result<Vec<String>, LocalizeError> {
@@ -168,49 +210,132 @@ fn fields(line: usize, row: &str) -> Result<Vec<String>, LocalizeError> {
     Ok(row.split(',').map(|f| f.trim().to_owned()).collect())
 }
 
+/// One named scope: the evidence the live verdict shows, and the figures of the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalizedScope {
+    #[serde(flatten)]
+    pub evidence: ScopeEvidence,
+    /// Failed probes its leaves were expected to have, with the other named scopes fitted.
+    pub expected_failures: f64,
+    /// Failed probes above that expectation.
+    pub excess_failures: f64,
+    /// Fitted extra failure ratio: each probe in the scope failed with this added probability.
+    pub extra_failure_ratio: f64,
+    /// How much the scope adds to the others' explanation: the log-likelihood gain (see
+    /// [`search`]).
+    pub gain: f64,
+}
+
 /// The explanation of one snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct Localization {
     pub leaves: usize,
+    /// Leaves failing on their own counts (see the module documentation).
     pub failing_leaves: usize,
     /// Failing leaves no reported scope covers.
     pub unexplained_failing_leaves: usize,
-    /// Strongest first: most failing leaves, then fewer fixed dimensions.
-    pub scopes: Vec<ScopeEvidence>,
+    /// The gain a scope needed to be named: `ln(scopes searched / 0.01)`.
+    pub gain_threshold: f64,
+    /// Strongest first: the largest gain, then fewer fixed dimensions.
+    pub scopes: Vec<LocalizedScope>,
 }
 
 impl Localization {
     /// One scope per line, `az=b&tenant=acme`, `*` for the global scope.
     pub fn to_text(&self) -> String {
-        self.scopes.iter().map(|s| format!("{}\n", s.labels.describe())).collect()
+        self.scopes.iter().map(|s| format!("{}\n", s.evidence.labels.describe())).collect()
     }
 }
 
-/// Scores `snapshot` with the thresholds of `settings` (no hysteresis: one snapshot).
+/// Scores `snapshot`; of `settings` only `min_failing_cells` is used, as the fewest leaves a
+/// named scope has (a lone leaf is never a scope, as in the live verdict).
 pub fn localize(snapshot: &Snapshot, settings: &CorrelatorSettings) -> Result<Localization, LocalizeError> {
     let index = ScopeIndex::new(&snapshot.matrix)?;
-    let failing: Vec<usize> =
-        (0..snapshot.leaves.len()).filter(|&i| snapshot.leaves[i].is_failing()).collect();
-    let mut ws = Workspace::new(&index);
-    let mut chosen = explain(&index, &failing, &[], &Thresholds::from(settings), &mut ws);
-    chosen.sort_by(|a, b| {
-        ws.failing(b.scope)
-            .cmp(&ws.failing(a.scope))
-            .then(index.fixed_count(a.scope).cmp(&index.fixed_count(b.scope)))
-            .then(a.scope.cmp(&b.scope))
-    });
-    let counts = |i: usize| (snapshot.leaves[i].attempts, snapshot.leaves[i].failures);
+    let counts: Vec<LeafCounts> = snapshot
+        .leaves
+        .iter()
+        .map(|l| LeafCounts {
+            attempts: l.attempts,
+            failures: l.failures,
+            expected: l.baseline.max(MIN_BASELINE),
+        })
+        .collect();
+    let search = Search::new(&index, &counts, settings.min_failing_cells);
+    let found = search.run();
+    let failing: Vec<bool> = snapshot.leaves.iter().map(Leaf::is_failing).collect();
+    let mut covered = vec![false; failing.len()];
+    for f in &found {
+        for &cell in index.cells(f.scope) {
+            covered[cell as usize] = true;
+        }
+    }
+    let failing_leaves = failing.iter().filter(|&&f| f).count();
     let all = snapshot
         .leaves
         .iter()
         .fold((0u64, 0u64), |(a, f), l| (a.saturating_add(l.attempts), f.saturating_add(l.failures)));
-    let explained: u32 = chosen.iter().map(|c| c.explained).sum();
     Ok(Localization {
         leaves: snapshot.leaves.len(),
-        failing_leaves: failing.len(),
-        unexplained_failing_leaves: failing.len() - explained as usize,
-        scopes: chosen.iter().map(|c| scope_evidence(&index, &ws, c.scope, counts, all)).collect(),
+        failing_leaves,
+        unexplained_failing_leaves: (0..failing.len()).filter(|&i| failing[i] && !covered[i]).count(),
+        gain_threshold: search.threshold(),
+        scopes: found
+            .iter()
+            .map(|f| LocalizedScope {
+                evidence: evidence(&index, snapshot, &failing, failing_leaves, f.scope, all),
+                expected_failures: f.expected_failures,
+                excess_failures: f.failures as f64 - f.expected_failures,
+                extra_failure_ratio: f.shift,
+                gain: f.gain,
+            })
+            .collect(),
     })
+}
+
+/// The figures of [`ScopeEvidence`], with the same meaning as in the live verdict; a failing
+/// cell is a leaf failing on its own counts.
+fn evidence(
+    index: &ScopeIndex,
+    snapshot: &Snapshot,
+    failing: &[bool],
+    failing_leaves: usize,
+    scope: ScopeId,
+    all: (u64, u64),
+) -> ScopeEvidence {
+    let dims = index.dimensions();
+    let free: Vec<usize> = (0..dims.len()).filter(|&d| index.fixed_value(scope, d).is_none()).collect();
+    let mut seen: Vec<Vec<bool>> = free.iter().map(|&d| vec![false; index.values(d).len()]).collect();
+    let (mut attempts, mut failures, mut failing_in) = (0u64, 0u64, 0u32);
+    for &cell in index.cells(scope) {
+        let leaf = &snapshot.leaves[cell as usize];
+        attempts += leaf.attempts;
+        failures += leaf.failures;
+        if failing[cell as usize] {
+            failing_in += 1;
+            for (slot, &d) in seen.iter_mut().zip(&free) {
+                slot[index.cell_value(cell as usize, d) as usize] = true;
+            }
+        }
+    }
+    let ratio = |f: u64, a: u64| (a > 0).then(|| f as f64 / a as f64);
+    ScopeEvidence {
+        labels: Labels::of_scope(index, scope),
+        failing_cells: failing_in,
+        total_cells: index.total(scope),
+        failure_ratio_inside: ratio(failures, attempts),
+        failure_ratio_outside: ratio(all.1.saturating_sub(failures), all.0.saturating_sub(attempts)),
+        share_of_failing: if failing_leaves == 0 {
+            0.0
+        } else {
+            f64::from(failing_in) / failing_leaves as f64
+        },
+        spans: Spans(
+            free.iter()
+                .zip(&seen)
+                .map(|(&d, s)| (dims[d].clone(), s.iter().filter(|&&b| b).count()))
+                .collect(),
+        ),
+    }
 }
 
 /// Reads and scores the snapshot file at `path` with the default thresholds.
@@ -287,9 +412,133 @@ mod tests {
         let found = localize(&parse_csv(&csv).unwrap(), &CorrelatorSettings::default()).unwrap();
         assert_eq!(found.to_text(), "az=b\ntenant=acme&protocol=kafka\n");
         assert_eq!((found.leaves, found.failing_leaves, found.unexplained_failing_leaves), (24, 10, 0));
-        let b = &found.scopes[0];
+        let b = &found.scopes[0].evidence;
         assert_eq!((b.failing_cells, b.total_cells), (8, 8));
         assert_eq!(b.failure_ratio_inside, Some(0.2));
         assert_eq!(b.spans.0, [("tenant".to_owned(), 4), ("protocol".to_owned(), 2)]);
+    }
+
+    /// Deterministic draws for generated snapshots (splitmix64).
+    struct Draws(u64);
+
+    impl Draws {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn binomial(&mut self, n: u64, p: f64) -> u64 {
+            (0..n).filter(|_| self.next() < p).count() as u64
+        }
+    }
+
+    /// 3 zones x 20 tenants x 2 protocols (one broker per zone and protocol), 400 probes a leaf,
+    /// each leaf's baseline drawn in [0.002, 0.03] and its failures drawn at that baseline plus
+    /// the extra ratio `fault(labels)`.
+    fn snapshot(seed: u64, fault: impl Fn(&[String]) -> f64) -> Snapshot {
+        let mut draws = Draws(seed);
+        let dims = ["az", "tenant", "protocol", "broker"].map(String::from).to_vec();
+        let (mut labels, mut leaves) = (Vec::new(), Vec::new());
+        for az in ["a", "b", "c"] {
+            for t in 1..=20 {
+                for (protocol, b) in [("kafka", "k"), ("amqp", "r")] {
+                    let l = vec![az.to_owned(), format!("t{t:02}"), protocol.to_owned(), format!("{b}-{az}")];
+                    let baseline = 0.002 + 0.028 * draws.next();
+                    let ratio = 1.0 - (1.0 - baseline) * (1.0 - fault(&l));
+                    leaves.push(Leaf { attempts: 400, failures: draws.binomial(400, ratio), baseline });
+                    labels.push(l);
+                }
+            }
+        }
+        Snapshot { matrix: Matrix::from_labels(dims, labels), leaves }
+    }
+
+    fn named(s: &Snapshot) -> Vec<String> {
+        let found = localize(s, &CorrelatorSettings::default()).unwrap();
+        let mut names: Vec<String> = found.to_text().lines().map(str::to_owned).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn noise_names_no_scope() {
+        for seed in 0..20 {
+            assert_eq!(named(&snapshot(seed, |_| 0.0)), Vec::<String>::new(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_brownout_invisible_in_every_leaf_is_found_in_the_sum() {
+        for seed in 0..5 {
+            let s = snapshot(seed, |l| if l[0] == "b" { 0.03 } else { 0.0 });
+            let found = localize(&s, &CorrelatorSettings::default()).unwrap();
+            assert_eq!(found.to_text(), "az=b\n", "seed {seed}");
+            // Zone b's 40 leaves each fail about 4-5% against a 5-point margin: few or none
+            // is failing on its own counts.
+            assert!(found.failing_leaves <= 4, "seed {seed}: {} failing leaves", found.failing_leaves);
+            let b = &found.scopes[0];
+            assert!((b.extra_failure_ratio - 0.03).abs() < 0.01, "seed {seed}: {}", b.extra_failure_ratio);
+        }
+    }
+
+    #[test]
+    fn a_stuck_leaf_or_two_unrelated_ones_are_no_scope() {
+        let stuck = |l: &[String]| match (l[0].as_str(), l[1].as_str(), l[2].as_str()) {
+            ("a", "t03", "kafka") | ("c", "t11", "amqp") => 1.0,
+            _ => 0.0,
+        };
+        for seed in 0..5 {
+            let s = snapshot(seed, stuck);
+            let found = localize(&s, &CorrelatorSettings::default()).unwrap();
+            assert_eq!(found.to_text(), "", "seed {seed}");
+            assert_eq!((found.failing_leaves, found.unexplained_failing_leaves), (2, 2), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_tenant_down_in_two_zones_is_named_with_those_zones() {
+        for seed in 0..5 {
+            let s = snapshot(seed, |l| if l[1] == "t07" && l[0] != "c" { 0.5 } else { 0.0 });
+            assert_eq!(named(&s), ["az=a&tenant=t07", "az=b&tenant=t07"], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn causes_at_two_depths_are_both_named_once() {
+        let fault = |l: &[String]| {
+            let zone = if l[0] == "c" { 0.2 } else { 0.0 };
+            let pair = if l[1] == "t12" && l[2] == "amqp" { 0.08 } else { 0.0 };
+            1.0 - (1.0 - zone) * (1.0 - pair)
+        };
+        for seed in 0..5 {
+            assert_eq!(named(&snapshot(seed, fault)), ["az=c", "tenant=t12&protocol=amqp"], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn the_background_is_the_middle_of_the_probes() {
+        let leaf = |attempts, failures| Leaf { attempts, failures, baseline: 0.0 };
+        let cases = [
+            ("one leaf", vec![leaf(100, 3)], 0.03),
+            ("a broken minority", vec![leaf(100, 1), leaf(100, 2), leaf(100, 90)], 0.02),
+            ("weighted by attempts", vec![leaf(1000, 1), leaf(10, 5), leaf(10, 6)], 0.001),
+            ("no attempts", vec![leaf(0, 0)], 0.0),
+        ];
+        for (name, leaves, want) in cases {
+            assert_eq!(background_ratio(&leaves), want, "{name}");
+        }
+        // Without the column, a zone failing 20% on a 1% background is found against that
+        // background, which the zone does not move.
+        let mut csv = String::from("az,tenant,attempts,failures\n");
+        for az in ["a", "b", "c"] {
+            for t in 0..6 {
+                csv.push_str(&format!("{az},t{t},1000,{}\n", if az == "b" { 200 } else { 10 + t }));
+            }
+        }
+        let s = parse_csv(&csv).unwrap();
+        assert!(s.leaves.iter().all(|l| l.baseline == 0.014));
+        assert_eq!(localize(&s, &CorrelatorSettings::default()).unwrap().to_text(), "az=b\n");
     }
 }
