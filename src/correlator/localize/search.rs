@@ -36,7 +36,10 @@
 //!    and `{az=b, tenant=t1}` are. The likelihood ratio crosses zero where the child's excess is
 //!    half the scope's, so a coarse scope is named only when every part carries about half of
 //!    its fitted ratio or more, or the evidence is too thin to tell.
-//! 4. Record the scope and fit its leaves to `r`.
+//! 4. Record the scope, then refit the extra ratios of all chosen scopes jointly (each
+//!    re-estimated with the others held, a few passes), so that of two overlapping causes the
+//!    first chosen does not keep the second's failures; every leaf then expects
+//!    `1 - (1 - e_i) * product of (1 - r)` over its chosen scopes.
 //!
 //! A lone leaf is a scope too: a stuck leaf is chosen (it has no children, so it is always
 //! homogeneous) and fitted like any scope, so it neither inflates the fitted ratio of a real
@@ -57,6 +60,8 @@ pub const BETA: f64 = 0.01;
 /// Smallest fitted extra failure ratio named: below half a percentage point a scope's excess
 /// is within the error of the baselines themselves, however many probes it sums.
 pub const MIN_SHIFT: f64 = 0.005;
+/// Passes of the joint refit of the chosen scopes' extra ratios.
+pub const BACKFIT_SWEEPS: usize = 4;
 /// At most this many scopes (lone leaves included) are chosen before pruning.
 pub const MAX_SCOPES: usize = 32;
 
@@ -190,8 +195,8 @@ impl<'a> Search<'a> {
             else {
                 break;
             };
-            self.fit(s, &mut expected);
             chosen.push(s);
+            expected = self.refit(&chosen, None);
         }
         self.prune(chosen)
     }
@@ -238,15 +243,6 @@ impl<'a> Search<'a> {
         (x, failures + success_term(&x, r))
     }
 
-    /// Fits `scope`'s leaves to its extra ratio.
-    fn fit(&self, scope: ScopeId, expected: &mut [f64]) {
-        let (x, _) = self.scope_gain(scope, expected);
-        let r = x.shift();
-        for &cell in self.index.cells(scope) {
-            expected[cell as usize] = with_shift(expected[cell as usize], r);
-        }
-    }
-
     /// Whether no value of a free dimension is a healthy part of `scope` at extra ratio `r`:
     /// a child is healthy when its gain at `r` is `-ln(C / BETA)` or less, the log-likelihood
     /// ratio of "no fault" against "the scope's fault" on its own leaves.
@@ -279,15 +275,31 @@ impl<'a> Search<'a> {
         tested == 0 || worst > -(tested as f64 / BETA).ln()
     }
 
-    /// Expected ratios with every scope of `chosen` but `skip` fitted, in order.
+    /// Expected ratios with every scope of `chosen` but `skip` fitted jointly: a leaf keeps
+    /// `(1 - e) * product of (1 - r)` over its chosen scopes, and each scope's `r` is estimated
+    /// again with the others held, [`BACKFIT_SWEEPS`] times over, so the first of two
+    /// overlapping scopes does not keep the other's failures.
     fn refit(&self, chosen: &[ScopeId], skip: Option<usize>) -> Vec<f64> {
-        let mut expected: Vec<f64> = self.leaves.iter().map(|l| l.expected).collect();
-        for (i, &s) in chosen.iter().enumerate() {
-            if Some(i) != skip {
-                self.fit(s, &mut expected);
+        let scopes: Vec<ScopeId> =
+            chosen.iter().enumerate().filter(|&(i, _)| Some(i) != skip).map(|(_, &s)| s).collect();
+        let mut keep: Vec<f64> = self.leaves.iter().map(|l| 1.0 - l.expected).collect();
+        let mut rates = vec![0.0f64; scopes.len()];
+        for _ in 0..BACKFIT_SWEEPS {
+            for (k, &s) in scopes.iter().enumerate() {
+                let mut x = Sums::default();
+                for &cell in self.index.cells(s) {
+                    let cell = cell as usize;
+                    keep[cell] /= 1.0 - rates[k];
+                    x.add(&self.leaves[cell], 1.0 - keep[cell]);
+                }
+                // Below 1, so the division above can undo it.
+                rates[k] = x.shift().min(1.0 - 1e-9);
+                for &cell in self.index.cells(s) {
+                    keep[cell as usize] *= 1.0 - rates[k];
+                }
             }
         }
-        expected
+        keep.into_iter().map(|k| 1.0 - k).collect()
     }
 
     /// Drops chosen scopes that add less than the threshold to the others; the figures of the
