@@ -319,7 +319,7 @@ fn main() {
             .map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name} takes a number")))
             .unwrap_or(default)
     };
-    let cases = option("--cases", 800);
+    let cases = option("--cases", 4000);
     let (show, mut shown) = (option("--show", 0), 0);
     let mut draws = Draws(option("--seed", 13));
     let m = matrix();

@@ -12,10 +12,10 @@
 //! / (N - E)` and the gain is the log-likelihood ratio of "every leaf of the scope has the extra
 //! ratio `r`" against "every leaf has its expected ratio", summed over the scope's leaves:
 //! `G = sum_i f_i ln(1 + r (1 - e_i) / e_i) + (N - F) ln(1 - r)` (0 when `F <= E`). When every
-//! leaf expects the same ratio this is the binomial `G = F ln(F / E) + (N - F) ln((N - F) / (N
-//! - E))` ([`gain`]), the Chernoff exponent of the binomial tail: noise alone reaches `G >= t`
-//! in one scope with probability at most `e^-t`, and in any of `M` scopes with probability at
-//! most `M e^-t`. Summing leaf by leaf rather than pooling matters once a scope overlaps a
+//! leaf expects the same ratio this is the binomial
+//! `G = F ln(F / E) + (N - F) ln((N - F) / (N - E))` ([`gain`]), the Chernoff exponent of the
+//! binomial tail: noise alone reaches `G >= t` in one scope with probability at most `e^-t`,
+//! and in any of `M` scopes with probability at most `M e^-t`. Summing leaf by leaf rather than pooling matters once a scope overlaps a
 //! scope already chosen: its leaves then expect very different ratios, and a pooled binomial
 //! would count the chosen scope's variance against it. Summing before testing is the point: a
 //! 3% brownout on 40 leaves of 300 probes each at a 1% baseline is 480 failures where 120 are
@@ -46,7 +46,11 @@
 //! cause around it nor makes that cause look heterogeneous. Only scopes of at least
 //! `min_leaves` leaves are reported; lone leaves stay unexplained, as in the live verdict.
 //!
-//! Then prune: a chosen scope whose gain, with every other chosen scope fitted first, falls
+//! Then generalize: a chosen scope is replaced by a homogeneous parent (one fixed dimension
+//! freed) when the jointly refitted model explains the leaves at least as well with the parent
+//! (same number of fitted ratios, so the log-likelihoods compare directly). Of a weak cause under
+//! a strong overlapping one, the greedy step can take only the part the strong one does not
+//! cover. Then prune: a chosen scope whose gain, with every other chosen scope fitted first, falls
 //! below the threshold adds too little and is dropped (the weakest first, then refit). The
 //! reported gain of each kept scope is that leave-one-out gain: how much it adds to the others.
 
@@ -116,11 +120,6 @@ fn success_term(x: &Sums, r: f64) -> f64 {
     } else {
         rest * (-r).ln_1p()
     }
-}
-
-/// Ratio after adding an independent extra failure probability `r` to `e`.
-fn with_shift(e: f64, r: f64) -> f64 {
-    1.0 - (1.0 - e) * (1.0 - r)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -198,6 +197,7 @@ impl<'a> Search<'a> {
             chosen.push(s);
             expected = self.refit(&chosen, None);
         }
+        self.generalize(&mut chosen);
         self.prune(chosen)
     }
 
@@ -300,6 +300,54 @@ impl<'a> Search<'a> {
             }
         }
         keep.into_iter().map(|k| 1.0 - k).collect()
+    }
+
+    /// Log-likelihood of every leaf's failures at `expected`.
+    fn log_likelihood(&self, expected: &[f64]) -> f64 {
+        self.leaves
+            .iter()
+            .zip(expected)
+            .map(|(l, &e)| {
+                let f = if l.failures > 0 { l.failures as f64 * e.ln() } else { 0.0 };
+                let rest = (l.attempts - l.failures) as f64;
+                f + if rest > 0.0 { rest * (-e).ln_1p() } else { 0.0 }
+            })
+            .sum()
+    }
+
+    /// Replaces a chosen scope by a parent (one fixed dimension freed) when the parent is
+    /// homogeneous and the refitted model explains the leaves at least as well with it: of a
+    /// weak cause under a strong overlapping one, the greedy step can take only the part the
+    /// strong one does not cover (`protocol=kafka&network=public` under `network=private`).
+    fn generalize(&self, chosen: &mut [ScopeId]) {
+        let index = self.index;
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..chosen.len() {
+                let current = self.log_likelihood(&self.refit(chosen, None));
+                let pairs: Vec<(&str, &str)> = index.labels(chosen[i]).collect();
+                let others = self.refit(chosen, Some(i));
+                for drop in 0..pairs.len() {
+                    let rest: Vec<(&str, &str)> =
+                        pairs.iter().enumerate().filter(|&(j, _)| j != drop).map(|(_, &p)| p).collect();
+                    let Some(parent) = index.find(&rest) else { continue };
+                    if !index.is_canonical(parent) || chosen.contains(&parent) {
+                        continue;
+                    }
+                    let (x, _) = self.scope_gain(parent, &others);
+                    if !self.is_homogeneous(parent, x.shift(), &others) {
+                        continue;
+                    }
+                    let previous = std::mem::replace(&mut chosen[i], parent);
+                    if self.log_likelihood(&self.refit(chosen, None)) >= current {
+                        changed = true;
+                        break;
+                    }
+                    chosen[i] = previous;
+                }
+            }
+        }
     }
 
     /// Drops chosen scopes that add less than the threshold to the others; the figures of the
