@@ -249,7 +249,7 @@ fn report(old: &Tally, new: &Tally) {
     for k in 0..4 {
         let n = old.cases_by_causes[k].max(1) as f64;
         println!(
-            "| {k} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            "| {k} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {:.2} | {:.2} |",
             old.cases_by_causes[k],
             f64::from(old.named_by_causes[k]) / n,
             f64::from(new.named_by_causes[k]) / n,
@@ -272,7 +272,7 @@ fn report(old: &Tally, new: &Tally) {
         sum
     };
     println!(
-        "| all | {} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} | {:.2} |",
+        "| all | {} | {:.3} | {:.3} | {} | {} | {} | {} | {:.2} | {:.2} |",
         old.cases,
         f64::from(old.named_by_causes.iter().sum::<u32>()) / f64::from(old.cases),
         f64::from(new.named_by_causes.iter().sum::<u32>()) / f64::from(new.cases),
