@@ -244,7 +244,10 @@ fn pair(r: &[Ratio; 2]) -> String {
 
 fn report(old: &Tally, new: &Tally) {
     println!("\nPrecision and recall, exact / loose, leaf by leaf (before) and aggregate (now):\n");
-    println!("| causes | cases | named per case before | named per case now | precision before | precision now | recall before | recall now | all exactly right before | now |");
+    println!(concat!(
+        "| causes | cases | named per case before | named per case now | precision before | ",
+        "precision now | recall before | recall now | all exactly right before | now |"
+    ));
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for k in 0..4 {
         let n = old.cases_by_causes[k].max(1) as f64;
