@@ -518,6 +518,50 @@ mod tests {
     }
 
     #[test]
+    fn a_weak_cause_under_a_strong_overlapping_one_is_named_whole() {
+        // Kafka loses 3% everywhere; zone c loses 30%, its Kafka broker included. The part of
+        // Kafka outside zone c must not stand for the whole.
+        let fault = |l: &[String]| {
+            let zone = if l[0] == "c" { 0.3 } else { 0.0 };
+            let kafka = if l[2] == "kafka" { 0.03 } else { 0.0 };
+            1.0 - (1.0 - zone) * (1.0 - kafka)
+        };
+        for seed in 0..5 {
+            let found = localize(&snapshot(seed, fault), &CorrelatorSettings::default()).unwrap();
+            assert_eq!(found.to_text(), "az=c\nprotocol=kafka\n", "seed {seed}");
+            for s in &found.scopes {
+                assert!(
+                    s.gain >= found.gain_threshold,
+                    "seed {seed}: {} adds {}",
+                    s.evidence.labels.describe(),
+                    s.gain
+                );
+            }
+            let kafka = &found.scopes[1];
+            assert!(
+                (kafka.extra_failure_ratio - 0.03).abs() < 0.01,
+                "seed {seed}: {}",
+                kafka.extra_failure_ratio
+            );
+        }
+    }
+
+    #[test]
+    fn a_weak_zone_half_under_a_strong_protocol_is_named_whole() {
+        // AMQP loses 30% everywhere, zone b 5% on both protocols: after AMQP is fitted, the
+        // greedy step sees zone b's Kafka half more clearly than zone b; the refitted model
+        // prefers the whole zone.
+        let fault = |l: &[String]| {
+            let amqp = if l[2] == "amqp" { 0.3 } else { 0.0 };
+            let zone = if l[0] == "b" { 0.05 } else { 0.0 };
+            1.0 - (1.0 - amqp) * (1.0 - zone)
+        };
+        for seed in 0..8 {
+            assert_eq!(named(&snapshot(seed, fault)), ["az=b", "protocol=amqp"], "seed {seed}");
+        }
+    }
+
+    #[test]
     fn the_background_is_the_middle_of_the_probes() {
         let leaf = |attempts, failures| Leaf { attempts, failures, baseline: 0.0 };
         let cases = [

@@ -146,6 +146,12 @@ impl Sums {
     }
 }
 
+/// Whether every cell of `small` is in `big`.
+fn inside_of(index: &ScopeIndex, small: ScopeId, big: ScopeId) -> bool {
+    let big = index.cells(big);
+    index.cells(small).iter().all(|c| big.binary_search(c).is_ok())
+}
+
 /// The search over one snapshot.
 pub struct Search<'a> {
     index: &'a ScopeIndex,
@@ -322,19 +328,14 @@ impl<'a> Search<'a> {
     /// weak cause under a strong overlapping one, the greedy step can take only the part the
     /// strong one does not cover (`protocol=kafka&network=public` under `network=private`).
     fn generalize(&self, chosen: &mut [ScopeId]) {
-        let index = self.index;
         let mut changed = true;
         while changed {
             changed = false;
             for i in 0..chosen.len() {
                 let current = self.log_likelihood(&self.refit(chosen, None));
-                let pairs: Vec<(&str, &str)> = index.labels(chosen[i]).collect();
                 let others = self.refit(chosen, Some(i));
-                for drop in 0..pairs.len() {
-                    let rest: Vec<(&str, &str)> =
-                        pairs.iter().enumerate().filter(|&(j, _)| j != drop).map(|(_, &p)| p).collect();
-                    let Some(parent) = index.find(&rest) else { continue };
-                    if !index.is_canonical(parent) || chosen.contains(&parent) {
+                for parent in self.parents(chosen[i]) {
+                    if chosen.contains(&parent) {
                         continue;
                     }
                     let (x, _) = self.scope_gain(parent, &others);
@@ -350,6 +351,35 @@ impl<'a> Search<'a> {
                 }
             }
         }
+    }
+
+    /// The canonical scopes just above `scope`: of the scopes that fix some of the labels its
+    /// cells share (a broker's cells share its zone and protocol too) and hold more cells, those
+    /// that contain no other such scope.
+    fn parents(&self, scope: ScopeId) -> Vec<ScopeId> {
+        let index = self.index;
+        let cells = index.cells(scope);
+        let first = cells[0] as usize;
+        let shared: Vec<(&str, &str)> = (0..index.dimensions().len())
+            .filter(|&d| cells.iter().all(|&c| index.cell_value(c as usize, d) == index.cell_value(first, d)))
+            .map(|d| {
+                (
+                    index.dimensions()[d].as_str(),
+                    index.values(d)[index.cell_value(first, d) as usize].as_str(),
+                )
+            })
+            .collect();
+        let mut above: Vec<ScopeId> = Vec::new();
+        for mask in 0..(1u32 << shared.len()) {
+            let pairs: Vec<(&str, &str)> =
+                shared.iter().enumerate().filter(|&(j, _)| mask & (1 << j) != 0).map(|(_, &p)| p).collect();
+            if let Some(p) = index.find(&pairs) {
+                if index.is_canonical(p) && index.total(p) > index.total(scope) && !above.contains(&p) {
+                    above.push(p);
+                }
+            }
+        }
+        above.iter().copied().filter(|&p| !above.iter().any(|&q| q != p && inside_of(index, q, p))).collect()
     }
 
     /// Drops chosen scopes that add less than the threshold to the others; the figures of the
