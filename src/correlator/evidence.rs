@@ -123,24 +123,37 @@ pub fn scope_evidence(
     counts: impl Fn(usize) -> Counts,
     all: Counts,
 ) -> ScopeEvidence {
+    evidence_of(index, scope, |c| ws.is_failing(c), counts, all, ws.failing_cells())
+}
+
+/// Computes the evidence of `scope` from which cells are failing (`is_failing`), each cell's
+/// attempts and failures (`counts`), their sum over every cell (`all`), and the number of
+/// failing cells in the whole matrix (`total_failing`).
+pub fn evidence_of(
+    index: &ScopeIndex,
+    scope: ScopeId,
+    is_failing: impl Fn(usize) -> bool,
+    counts: impl Fn(usize) -> Counts,
+    all: Counts,
+    total_failing: usize,
+) -> ScopeEvidence {
     let dims = index.dimensions();
     let free: Vec<usize> = (0..dims.len()).filter(|&d| index.fixed_value(scope, d).is_none()).collect();
     let mut seen: Vec<Vec<bool>> = free.iter().map(|&d| vec![false; index.values(d).len()]).collect();
-    let (mut attempts, mut failures) = (0u64, 0u64);
+    let (mut attempts, mut failures, mut failing) = (0u64, 0u64, 0u32);
     for &cell in index.cells(scope) {
         let cell = cell as usize;
         let (a, f) = counts(cell);
         attempts += a;
         failures += f;
-        if ws.is_failing(cell) {
+        if is_failing(cell) {
+            failing += 1;
             for (slot, &d) in seen.iter_mut().zip(&free) {
                 slot[index.cell_value(cell, d) as usize] = true;
             }
         }
     }
     let ratio = |f: u64, a: u64| (a > 0).then(|| f as f64 / a as f64);
-    let failing = ws.failing(scope);
-    let total_failing = ws.failing_cells();
     ScopeEvidence {
         labels: Labels::of_scope(index, scope),
         failing_cells: failing,

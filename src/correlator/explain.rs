@@ -1,5 +1,5 @@
 //! The explanation: which scopes account for the failing cells. One pure function, used by the
-//! live correlator every tick and by `crossprobe localize` on a snapshot.
+//! live correlator every tick (and so by `replay`).
 //!
 //! 1. Count failing cells per scope: each failing cell adds one to each of its 2^D scopes, so
 //!    the work is proportional to the failing cells, not to the matrix.

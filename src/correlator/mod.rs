@@ -6,8 +6,7 @@
 //! - [`coherence`]: whether a scope's failing cells are no coincidence (onsets together,
 //!   significantly above the background), and whether the evidence confirms it at once.
 //! - [`scopes`]: every scope that has cells, indexed once per matrix.
-//! - [`explain`]: the pure explanation (greedy weighted set cover), shared with
-//!   [`crate::offline::localize`].
+//! - [`explain`]: the pure explanation (greedy weighted set cover).
 //! - [`evidence`]: the figures behind a scope.
 //! - [`hysteresis`]: when scopes become active, resolve, or are flagged flapping.
 //! - [`quorum`]: whether explained failures corroborate each other across dimensions (outage).

@@ -1,21 +1,38 @@
-//! Localize: one snapshot of cells (CSV) through the same explanation as the live correlator.
+//! Localize: the scopes that explain one snapshot of cells (CSV).
 //!
 //! The CSV header names the label columns, then `attempts`, `failures` and optionally
-//! `expected_failure_ratio` (the leaf's baseline, 0 when absent). Fields are separated by commas
-//! and trimmed; quoting is not supported. Blank lines and lines starting with `#` are skipped.
+//! `expected_failure_ratio` (the leaf's baseline). Fields are separated by commas and trimmed;
+//! quoting is not supported. Blank lines and lines starting with `#` are skipped. Without the
+//! baseline column every leaf's baseline is the snapshot's background: the failure ratio of the
+//! leaf in the middle of all probes ([`background_ratio`]), which a fault on fewer than half of
+//! the probes does not move.
 //!
-//! A leaf is failing when its failure ratio is well above its baseline, by a one-sided binomial
-//! test: with `p0 = max(baseline, 0.001)`, `z = (failures - attempts * p0) / sqrt(attempts * p0 *
-//! (1 - p0))`; failing when `attempts >= 1`, `z >= 3` and `failures / attempts >= baseline +
-//! 0.05`. The z test keeps a handful of failures in few attempts from counting; the margin keeps a
-//! statistically clear but tiny excess (0.2% against 0.1% over a million probes) from counting.
+//! Scopes are tested on their summed attempts and failures, not leaf by leaf: a fault that adds
+//! 1 to 5% of failures to every leaf under one dimension value is lost in each leaf's noise and
+//! overwhelming in the sum. [`search`] documents the statistic (a one-sided binomial
+//! log-likelihood ratio of a scope's failures against its leaves' baselines), the coarse-to-fine
+//! search, how a chosen scope's failures are accounted for so its parents and children are not
+//! named again, and when to stop: a scope is named only while it adds a gain above
+//! `ln(scopes searched / 1%)` to the scopes named before it, and is kept only if it still does
+//! with all the others fitted. The scopes print strongest first. Unlike the live correlator,
+//! this is not a set cover of failing cells: the live verdict judges debounced cell states,
+//! `localize` judges probe counts.
+//!
+//! A leaf is *failing* on its own counts when its failure ratio is well above its baseline, by a
+//! one-sided binomial test: with `p0 = max(baseline, 0.001)`, `z = (failures - attempts * p0) /
+//! sqrt(attempts * p0 * (1 - p0))`; failing when `attempts >= 1`, `z >= 3` and `failures /
+//! attempts >= baseline + 0.05`. Failing leaves are figures of the evidence (`failing_cells`,
+//! `spans`, `unexplained_failing_leaves`); they do not choose the scopes.
 
 use serde::Serialize;
 
+pub mod search;
+
+use search::{LeafCounts, Search};
+
 use crate::config::CorrelatorSettings;
-use crate::correlator::evidence::{scope_evidence, ScopeEvidence};
-use crate::correlator::explain::{explain, Thresholds, Workspace};
-use crate::correlator::{CorrelatorError, ScopeIndex};
+use crate::correlator::evidence::{evidence_of, ScopeEvidence};
+use crate::correlator::{CorrelatorError, ScopeId, ScopeIndex};
 use crate::matrix::Matrix;
 
 /// `z` a leaf's failures must reach over its baseline.
@@ -157,7 +174,32 @@ pub fn parse_csv(text: &str) -> Result<Snapshot, LocalizeError> {
     if leaves.is_empty() {
         return Err(LocalizeError::NoRows);
     }
+    if !with_baseline {
+        let background = background_ratio(&leaves);
+        leaves.iter_mut().for_each(|l| l.baseline = background);
+    }
     Ok(Snapshot { matrix: Matrix::from_labels(dims, labels), leaves })
+}
+
+/// The failure ratio of the leaf in the middle of the snapshot's probes: leaves sorted by
+/// ratio, the one where half the attempts are reached. A fault on fewer than half of the probes
+/// does not move it.
+pub fn background_ratio(leaves: &[Leaf]) -> f64 {
+    let mut ratios: Vec<(f64, u64)> = leaves
+        .iter()
+        .filter(|l| l.attempts > 0)
+        .map(|l| (l.failures as f64 / l.attempts as f64, l.attempts))
+        .collect();
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let half = ratios.iter().map(|r| r.1).sum::<u64>().div_ceil(2);
+    let mut seen = 0;
+    for (ratio, attempts) in ratios {
+        seen += attempts;
+        if seen >= half {
+            return ratio;
+        }
+    }
+    0.0
 }
 
 fn fields(line: usize, row: &str) -> Result<Vec<String>, LocalizeError> {
@@ -167,49 +209,100 @@ fn fields(line: usize, row: &str) -> Result<Vec<String>, LocalizeError> {
     Ok(row.split(',').map(|f| f.trim().to_owned()).collect())
 }
 
+/// One named scope: the evidence the live verdict shows, and the figures of the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalizedScope {
+    #[serde(flatten)]
+    pub evidence: ScopeEvidence,
+    /// Failed probes its leaves were expected to have, with the other named scopes fitted.
+    pub expected_failures: f64,
+    /// Failed probes above that expectation.
+    pub excess_failures: f64,
+    /// Fitted extra failure ratio: each probe in the scope failed with this added probability.
+    pub extra_failure_ratio: f64,
+    /// How much the scope adds to the others' explanation: the log-likelihood gain (see
+    /// [`search`]).
+    pub gain: f64,
+}
+
 /// The explanation of one snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct Localization {
     pub leaves: usize,
+    /// Leaves failing on their own counts (see the module documentation).
     pub failing_leaves: usize,
     /// Failing leaves no reported scope covers.
     pub unexplained_failing_leaves: usize,
-    /// Strongest first: most failing leaves, then fewer fixed dimensions.
-    pub scopes: Vec<ScopeEvidence>,
+    /// The gain a scope needed to be named: `ln(scopes searched / 0.01)`.
+    pub gain_threshold: f64,
+    /// Strongest first: the largest gain, then fewer fixed dimensions.
+    pub scopes: Vec<LocalizedScope>,
 }
 
 impl Localization {
     /// One scope per line, `az=b&tenant=acme`, `*` for the global scope.
     pub fn to_text(&self) -> String {
-        self.scopes.iter().map(|s| format!("{}\n", s.labels.describe())).collect()
+        self.scopes.iter().map(|s| format!("{}\n", s.evidence.labels.describe())).collect()
     }
 }
 
-/// Scores `snapshot` with the thresholds of `settings` (no hysteresis: one snapshot).
+/// Scores `snapshot`; of `settings` only `min_failing_cells` is used, as the fewest leaves a
+/// named scope has (a lone leaf is never a scope, as in the live verdict).
 pub fn localize(snapshot: &Snapshot, settings: &CorrelatorSettings) -> Result<Localization, LocalizeError> {
     let index = ScopeIndex::new(&snapshot.matrix)?;
-    let failing: Vec<usize> =
-        (0..snapshot.leaves.len()).filter(|&i| snapshot.leaves[i].is_failing()).collect();
-    let mut ws = Workspace::new(&index);
-    let mut chosen = explain(&index, &failing, &[], &Thresholds::from(settings), &mut ws);
-    chosen.sort_by(|a, b| {
-        ws.failing(b.scope)
-            .cmp(&ws.failing(a.scope))
-            .then(index.fixed_count(a.scope).cmp(&index.fixed_count(b.scope)))
-            .then(a.scope.cmp(&b.scope))
-    });
-    let counts = |i: usize| (snapshot.leaves[i].attempts, snapshot.leaves[i].failures);
+    let counts: Vec<LeafCounts> = snapshot
+        .leaves
+        .iter()
+        .map(|l| LeafCounts {
+            attempts: l.attempts,
+            failures: l.failures,
+            expected: l.baseline.max(MIN_BASELINE),
+        })
+        .collect();
+    let search = Search::new(&index, &counts, settings.min_failing_cells);
+    let found = search.run();
+    let failing: Vec<bool> = snapshot.leaves.iter().map(Leaf::is_failing).collect();
+    let mut covered = vec![false; failing.len()];
+    for f in &found {
+        for &cell in index.cells(f.scope) {
+            covered[cell as usize] = true;
+        }
+    }
+    let failing_leaves = failing.iter().filter(|&&f| f).count();
     let all = snapshot
         .leaves
         .iter()
         .fold((0u64, 0u64), |(a, f), l| (a.saturating_add(l.attempts), f.saturating_add(l.failures)));
-    let explained: u32 = chosen.iter().map(|c| c.explained).sum();
     Ok(Localization {
         leaves: snapshot.leaves.len(),
-        failing_leaves: failing.len(),
-        unexplained_failing_leaves: failing.len() - explained as usize,
-        scopes: chosen.iter().map(|c| scope_evidence(&index, &ws, c.scope, counts, all)).collect(),
+        failing_leaves,
+        unexplained_failing_leaves: (0..failing.len()).filter(|&i| failing[i] && !covered[i]).count(),
+        gain_threshold: search.threshold(),
+        scopes: found
+            .iter()
+            .map(|f| LocalizedScope {
+                evidence: evidence(&index, snapshot, &failing, failing_leaves, f.scope, all),
+                expected_failures: f.expected_failures,
+                excess_failures: f.failures as f64 - f.expected_failures,
+                extra_failure_ratio: f.shift,
+                gain: f.gain,
+            })
+            .collect(),
     })
+}
+
+/// The figures of [`ScopeEvidence`], with the same meaning as in the live verdict; a failing
+/// cell is a leaf failing on its own counts.
+fn evidence(
+    index: &ScopeIndex,
+    snapshot: &Snapshot,
+    failing: &[bool],
+    failing_leaves: usize,
+    scope: ScopeId,
+    all: (u64, u64),
+) -> ScopeEvidence {
+    let leaf = |cell: usize| (snapshot.leaves[cell].attempts, snapshot.leaves[cell].failures);
+    evidence_of(index, scope, |cell| failing[cell], leaf, all, failing_leaves)
 }
 
 /// Reads and scores the snapshot file at `path` with the default thresholds.
@@ -220,75 +313,4 @@ pub fn localize_file(path: &std::path::Path) -> Result<Localization, LocalizeErr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failing_leaves() {
-        let cases = [
-            ("no attempts", 0, 0, 0.0, false),
-            ("clean", 100, 0, 0.0, false),
-            ("10% without a baseline", 100, 10, 0.0, true),
-            ("one failure in ten", 10, 1, 0.0, true),
-            ("one failure in twenty", 20, 1, 0.0, true),
-            ("4% is under the margin", 100, 4, 0.0, false),
-            ("15% on a 10% baseline: not significant", 100, 15, 0.1, false),
-            ("15% on a 10% baseline over 1000", 1000, 150, 0.1, true),
-            ("12% on a 10% baseline over 100000: under the margin", 100_000, 12_000, 0.1, false),
-            ("all failing with a baseline of 1", 100, 100, 1.0, false),
-        ];
-        for (name, attempts, failures, baseline, want) in cases {
-            assert_eq!(Leaf { attempts, failures, baseline }.is_failing(), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn malformed_snapshots_name_the_line() {
-        let cases = [
-            ("", "the snapshot has no header"),
-            ("az,tenant,failures,attempts\n", "line 1: the header must be"),
-            ("az,attempts\n", "line 1: the header must be"),
-            ("attempts,failures\n", "line 1: the header must be"),
-            ("az,az,attempts,failures\n", "line 1: label column \"az\" is empty, repeated or reserved"),
-            ("az,attempts,failures\n", "the snapshot has no rows"),
-            ("# comment\naz,attempts,failures\n\na,10\n", "line 4: 2 fields, the header has 3"),
-            ("az,attempts,failures\na,ten,1\n", "line 2: attempts \"ten\" is not a count"),
-            ("az,attempts,failures\na,1,2\n", "line 2: failures (2) exceed attempts (1)"),
-            ("az,attempts,failures\na,1,1\na,2,2\n", "line 3: the same leaf as line 2"),
-            ("az,attempts,failures\n\"a\",1,1\n", "line 2: quoted fields are not supported"),
-            ("az,attempts,failures\n ,1,1\n", "line 2: label az is empty"),
-            (
-                "az,attempts,failures,expected_failure_ratio\na,1,1,1.5\n",
-                "line 2: expected_failure_ratio \"1.5\"",
-            ),
-        ];
-        for (text, want) in cases {
-            let err = parse_csv(text).expect_err(want).to_string();
-            assert!(err.starts_with(want), "want {want:?}, got {err:?}");
-        }
-    }
-
-    #[test]
-    fn zone_b_is_named_first() {
-        let mut csv = String::from("az, tenant, protocol, attempts, failures, expected_failure_ratio\n");
-        for az in ["a", "b", "c"] {
-            for tenant in ["acme", "globex", "initech", "umbrella"] {
-                for protocol in ["kafka", "amqp"] {
-                    let failures = match (az, tenant, protocol) {
-                        ("b", _, _) => 60,
-                        (_, "acme", "kafka") if az != "b" => 45,
-                        _ => 1,
-                    };
-                    csv.push_str(&format!("{az},{tenant},{protocol},300,{failures},0.01\n"));
-                }
-            }
-        }
-        let found = localize(&parse_csv(&csv).unwrap(), &CorrelatorSettings::default()).unwrap();
-        assert_eq!(found.to_text(), "az=b\ntenant=acme&protocol=kafka\n");
-        assert_eq!((found.leaves, found.failing_leaves, found.unexplained_failing_leaves), (24, 10, 0));
-        let b = &found.scopes[0];
-        assert_eq!((b.failing_cells, b.total_cells), (8, 8));
-        assert_eq!(b.failure_ratio_inside, Some(0.2));
-        assert_eq!(b.spans.0, [("tenant".to_owned(), 4), ("protocol".to_owned(), 2)]);
-    }
-}
+mod tests;

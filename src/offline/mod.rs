@@ -1,9 +1,10 @@
-//! The correlator's scoring, offline, on what was recorded: an SRE tunes thresholds on history
-//! with the live code, not a copy.
+//! Offline tools on what was recorded: an SRE tunes thresholds on history with the live code,
+//! not a copy, and localizes a fault in a snapshot of counts.
 //!
 //! - [`record`]: one probe outcome as a JSON line (`run --record` writes it).
 //! - [`replay`]: recorded outcomes through the live correlator, printing the verdict timeline.
-//! - [`localize`]: one CSV snapshot of cells through the same explanation.
+//! - [`localize`]: the scopes behind one CSV snapshot of cells, tested on summed counts over
+//!   the same scope index.
 
 pub mod localize;
 pub mod record;
