@@ -88,8 +88,11 @@ pub struct Coherence {
     log_alpha: f64,
     entries: Vec<Entry>,
     touched: Vec<ScopeId>,
-    /// `(scope, onset, cell)` for every cell in an episode and each of its scopes.
-    pairs: Vec<(ScopeId, u64, u32)>,
+    /// `(onset, cell)` of every cell in an episode, sorted.
+    onsets: Vec<(u64, u32)>,
+    /// Per canonical scope, its cells in an episode as `(onset, cell)`, in onset order; only
+    /// the `touched` scopes' lists are non-empty. Kept across ticks for their capacity.
+    groups: Vec<Vec<(u64, u32)>>,
     in_group: Vec<bool>,
     background: f64,
 }
@@ -102,7 +105,8 @@ impl Coherence {
             log_alpha: (settings.significance / tests).ln(),
             entries: vec![Entry::default(); index.scope_count()],
             touched: Vec::new(),
-            pairs: Vec::new(),
+            onsets: Vec::new(),
+            groups: vec![Vec::new(); index.scope_count()],
             in_group: vec![false; index.cell_count()],
             background: settings.background_floor,
         }
@@ -122,9 +126,10 @@ impl Coherence {
     pub fn evaluate(&mut self, index: &ScopeIndex, cells: Cells<'_>) {
         for &s in &self.touched {
             self.entries[s as usize] = Entry::default();
+            self.groups[s as usize].clear();
         }
         self.touched.clear();
-        self.pairs.clear();
+        self.onsets.clear();
         let (mut attempts, mut failures) = (0u64, 0u64);
         for (c, w) in cells.windows.iter().enumerate() {
             if w.state() == CellState::Healthy {
@@ -132,33 +137,39 @@ impl Coherence {
                 failures += u64::from(w.failures());
             }
             if w.state().in_episode() {
-                for &s in index.scopes_of(c) {
-                    if index.is_canonical(s) {
-                        self.pairs.push((s, cells.onsets[c], c as u32));
-                    }
-                }
+                self.onsets.push((cells.onsets[c], c as u32));
             }
         }
         let observed = if attempts == 0 { 0.0 } else { failures as f64 / attempts as f64 };
         self.background = observed.max(self.settings.background_floor);
-        self.pairs.sort_unstable();
+        // Sorting the cells once by onset and then handing them to their scopes keeps every
+        // scope's list in onset order: sorting (scope, onset) pairs instead costs 2^D times more.
+        self.onsets.sort_unstable();
+        for &(onset, c) in &self.onsets {
+            for &s in index.scopes_of(c as usize) {
+                if index.is_canonical(s) {
+                    let group = &mut self.groups[s as usize];
+                    if group.is_empty() {
+                        self.touched.push(s);
+                    }
+                    group.push((onset, c));
+                }
+            }
+        }
+        self.touched.sort_unstable();
 
         let st = self.settings;
         let needed = |n: u32, s: ScopeId| {
             n >= st.min_failing_cells && f64::from(n) >= st.enter_ratio * f64::from(index.total(s)) - 1e-9
         };
-        let mut start = 0;
-        while start < self.pairs.len() {
-            let s = self.pairs[start].0;
-            let len = self.pairs[start..].iter().take_while(|p| p.0 == s).count();
-            let group = &self.pairs[start..start + len];
-            start += len;
-            let longest = group.iter().map(|&(_, _, c)| cells.rounds[c as usize]).max().unwrap_or(1);
+        for &s in &self.touched {
+            let group = &self.groups[s as usize];
+            let longest = group.iter().map(|&(_, c)| cells.rounds[c as usize]).max().unwrap_or(1);
             let window = u64::from(st.onset_rounds) * u64::from(longest.max(1));
             // The largest run of onsets within `window`, the latest of equal runs.
             let (mut best, mut lo) = ((0usize, 0usize), 0usize);
             for hi in 0..group.len() {
-                while group[hi].1 - group[lo].1 > window {
+                while group[hi].0 - group[lo].0 > window {
                     lo += 1;
                 }
                 if hi + 1 - lo >= best.1 - best.0 {
@@ -168,7 +179,7 @@ impl Coherence {
             let coherent = &group[best.0..best.1];
             let mut entry = Entry { coherent: coherent.len() as u32, ..Entry::default() };
             if needed(entry.coherent, s) {
-                for &(_, _, c) in coherent {
+                for &(_, c) in coherent {
                     self.in_group[c as usize] = true;
                 }
                 let (mut n, mut x) = (0u64, 0u64);
@@ -181,19 +192,18 @@ impl Coherence {
                 }
                 let sustained = coherent
                     .iter()
-                    .filter(|&&(_, _, c)| {
+                    .filter(|&&(_, c)| {
                         let w = &cells.windows[c as usize];
                         w.state() == CellState::Failing && w.run() > st.blip_rounds
                     })
                     .count() as u32;
-                for &(_, _, c) in coherent {
+                for &(_, c) in coherent {
                     self.in_group[c as usize] = false;
                 }
                 entry.may_enter = ln_binomial_tail(x, n, self.background) <= self.log_alpha;
                 entry.strong = entry.may_enter && needed(sustained, s);
             }
             self.entries[s as usize] = entry;
-            self.touched.push(s);
         }
     }
 }
