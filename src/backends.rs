@@ -144,6 +144,7 @@ impl CellSpec {
                     k.fetch_wait,
                     target.probe.timeout,
                     k.topic_retention,
+                    target.probe.interval,
                 ));
                 let config = KafkaClientConfig {
                     bootstrap: target.addresses.join(","),
@@ -151,6 +152,7 @@ impl CellSpec {
                     fetch_wait: k.fetch_wait,
                     timeout: target.probe.timeout,
                     topic_retention: k.topic_retention,
+                    interval: target.probe.interval,
                 };
                 ClientSpec::Kafka { key, config, topic: t.topic.clone(), broker_id: k.broker_id }
             }
@@ -165,6 +167,7 @@ impl CellSpec {
                     ca_pem: a.ca_file.as_ref().map(|path| reads.ca(&target.name, path)).transpose()?,
                     heartbeat: a.heartbeat,
                     timeout: target.probe.timeout,
+                    interval: target.probe.interval,
                 };
                 // The target's whole section, so settings added later count without a change here.
                 let key = hash(&(
@@ -175,6 +178,7 @@ impl CellSpec {
                     &client.ca_pem,
                     format!("{a:?}"),
                     client.timeout,
+                    client.interval,
                 ));
                 let queue = QueueSpec {
                     name: queue_name(&config.daemon.instance, cell),
