@@ -144,7 +144,6 @@ impl CellSpec {
                     k.fetch_wait,
                     target.probe.timeout,
                     k.topic_retention,
-                    target.probe.interval,
                 ));
                 let config = KafkaClientConfig {
                     bootstrap: target.addresses.join(","),
@@ -152,7 +151,6 @@ impl CellSpec {
                     fetch_wait: k.fetch_wait,
                     timeout: target.probe.timeout,
                     topic_retention: k.topic_retention,
-                    interval: target.probe.interval,
                 };
                 ClientSpec::Kafka { key, config, topic: t.topic.clone(), broker_id: k.broker_id }
             }
