@@ -33,6 +33,8 @@ struct Sample {
     scopes: Vec<Value>,
     /// Cells not `healthy`, as `id=state`.
     unhealthy: Vec<String>,
+    /// Cells listed in `/verdict` (none before the first evaluation).
+    cells: usize,
 }
 
 impl Sample {
@@ -41,7 +43,7 @@ impl Sample {
     }
 
     fn all_healthy(&self) -> bool {
-        self.level == "ok" && self.unhealthy.is_empty() && self.outage == Some(0.0)
+        self.cells > 0 && self.level == "ok" && self.unhealthy.is_empty() && self.outage == Some(0.0)
     }
 }
 
@@ -57,9 +59,8 @@ fn read(addr: SocketAddr, started: Instant) -> Result<Sample, String> {
         .and_then(|v| v.parse().ok());
     let (_, body) = http_get(addr, "/verdict").map_err(|e| e.to_string())?;
     let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-    let unhealthy = v["cells"]
-        .as_array()
-        .ok_or_else(|| format!("no cells in /verdict: {body}"))?
+    let cells = v["cells"].as_array().ok_or_else(|| format!("no cells in /verdict: {body}"))?;
+    let unhealthy = cells
         .iter()
         .filter(|c| c["state"] != "healthy")
         .map(|c| format!("{}={}", c["id"].as_str().unwrap_or("?"), c["state"].as_str().unwrap_or("?")))
@@ -70,6 +71,7 @@ fn read(addr: SocketAddr, started: Instant) -> Result<Sample, String> {
         level: v["verdict"].as_str().unwrap_or("").to_owned(),
         scopes: v["scopes"].as_array().cloned().unwrap_or_default(),
         unhealthy,
+        cells: cells.len(),
     })
 }
 
