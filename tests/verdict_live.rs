@@ -159,8 +159,15 @@ async fn healthy_daemon() -> Daemon {
         }
     })
     .await;
+    // Faults only once the clients have run a while: a zone killed about 2 s after start
+    // crashed the process inside librdkafka (segfault, 3 of 3 runs, before and after the
+    // recovery change); that crash is not what these tests are about.
+    tokio::time::sleep(SETTLE).await;
     d
 }
+
+/// How long the daemon runs healthy before the first fault.
+const SETTLE: Duration = Duration::from_secs(15);
 
 /// The samples around `at`, for a failure message.
 fn around(samples: &[Sample], at: Duration) -> String {
