@@ -1,12 +1,13 @@
 //! End-to-end benchmarks against the local zones (`deploy/local/crossprobe-local`): how
 //! faithfully the daemon measures (overhead next to bare clients), how fast it sees a real
-//! outage (detection), and what it costs (scale). Prints one table per part.
+//! outage (detection), how fast it sees a healed one (recovery), and what it costs (scale).
+//! Prints one table per part.
 //!
 //! ```text
-//! cargo bench --bench e2e -- [overhead] [detection] [scale] [--seconds S] [--trials N] [--cells 12,120,600]
+//! cargo bench --bench e2e -- [overhead] [detection] [recovery] [scale] [--seconds S] [--trials N] [--cells 12,120,600]
 //! ```
 //!
-//! With no part named, all three run. Needs root (the zones' faults) and takes about 20
+//! With no part named, all four run. Needs root (the zones' faults) and takes about 20
 //! minutes in all; see benches/README.md for the figures and how they were produced.
 
 #[path = "../../tests/support/mod.rs"]
@@ -15,6 +16,7 @@ mod support;
 mod bare;
 mod detection;
 mod overhead;
+mod recovery;
 mod scale;
 
 use std::time::Duration;
@@ -39,12 +41,12 @@ fn options() -> Options {
                 o.cells = value("--cells").split(',').map(|c| c.parse().expect("--cells: numbers")).collect()
             }
             "--bench" => {}
-            part @ ("overhead" | "detection" | "scale") => o.parts.push(part.to_owned()),
-            other => panic!("unknown argument {other:?} (parts: overhead, detection, scale)"),
+            part @ ("overhead" | "detection" | "recovery" | "scale") => o.parts.push(part.to_owned()),
+            other => panic!("unknown argument {other:?} (parts: overhead, detection, recovery, scale)"),
         }
     }
     if o.parts.is_empty() {
-        o.parts = ["overhead", "detection", "scale"].map(String::from).to_vec();
+        o.parts = ["overhead", "detection", "recovery", "scale"].map(String::from).to_vec();
     }
     o
 }
@@ -80,6 +82,7 @@ fn main() {
         match part.as_str() {
             "overhead" => runtime.block_on(overhead::run(&o)),
             "detection" => runtime.block_on(detection::run(&o)),
+            "recovery" => runtime.block_on(recovery::run(&o)),
             "scale" => runtime.block_on(scale::run(&o)),
             _ => unreachable!(),
         }

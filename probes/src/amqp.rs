@@ -3,7 +3,8 @@
 //! probes can never fill a broker or leave queues behind.
 //!
 //! The connection is supervised by [`AmqpNode::supervise`]: it connects, waits for the
-//! connection to fail, and reconnects with backoff. Cells open their channel lazily on publish
+//! connection to fail, and reconnects with a backoff that never exceeds the cells' probe
+//! interval ([`crate::retry`]), so a returned broker is seen by the next probe round. Cells open their channel lazily on publish
 //! (and reopen it after a channel error); while the connection is down a publish fails at once
 //! with `connect_failed`, and while the broker blocks publishers (resource alarm) with
 //! `publish_failed{kind=blocked}`.
@@ -26,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{forward, BoxFuture, CellBackend, Deliveries, Delivery, ProbeError, DELIVERY_BUFFER};
 use crate::outcome::ErrorKind;
+use crate::retry::Retry;
 
 /// Largest AMQP frame we negotiate. lapin keeps send and receive ring buffers of 32 frames per
 /// connection: at RabbitMQ's default 128 KiB that is 8 MiB a connection, touched page by page as
@@ -47,6 +49,9 @@ pub struct AmqpClientConfig {
     pub heartbeat: Duration,
     /// Bound on connecting and on opening a channel.
     pub timeout: Duration,
+    /// The shortest probe interval of the cells on this connection: once lost, it is tried
+    /// again at least this often.
+    pub interval: Duration,
 }
 
 impl std::fmt::Debug for AmqpClientConfig {
@@ -123,20 +128,24 @@ impl AmqpNode {
         self.consumers.wait().await;
     }
 
-    /// Keeps the connection up until cancelled: connect, wait for failure, back off, repeat.
+    /// Keeps the connection up until cancelled: connect, wait for failure, back off (at most
+    /// one probe interval from the start of the failed attempt), repeat.
     pub async fn supervise(self: Arc<Self>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
+        let mut retry = Retry::new(self.config.interval);
         let mut connected_before = false;
         loop {
+            let started = tokio::time::Instant::now();
             let attempt =
                 tokio::time::timeout(self.config.timeout.max(Duration::from_secs(1)), self.connect());
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = attempt => r.unwrap_or(Err(ErrorKind::Timeout)),
             };
-            match result {
+            // The next attempt is due a delay after the failed attempt started, or after the
+            // loss of the connection it made.
+            let failed = match result {
                 Ok(conn) => {
-                    backoff = Duration::from_millis(250);
+                    retry.reset();
                     let conn = Arc::new(conn);
                     let mut events = conn.events_listener();
                     if connected_before {
@@ -167,17 +176,18 @@ impl AmqpNode {
                     };
                     warn!(address = %self.config.address, vhost = %self.config.vhost, kind = %reason, "amqp connection lost");
                     self.link.send_replace(Link::Down(reason));
+                    tokio::time::Instant::now()
                 }
                 Err(k) => {
                     self.link.send_replace(Link::Down(k));
                     debug!(address = %self.config.address, kind = %k, "amqp connect failed");
+                    started
                 }
-            }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = retry.wait(failed) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
         self.link.send_replace(Link::Down(ErrorKind::Client));
         self.stopped.cancel();

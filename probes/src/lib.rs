@@ -10,6 +10,8 @@
 //! - [`backend`]: the broker I/O contract: acknowledged publish, deliveries back.
 //! - [`kafka`]: the rdkafka backend.
 //! - [`amqp`]: the lapin backend.
+//! - [`retry`]: when a client that lost its broker tries again (never later than the probe
+//!   interval).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +20,7 @@ pub mod backend;
 pub mod kafka;
 pub mod outcome;
 pub mod payload;
+pub mod retry;
 pub mod tracker;
 
 use std::fmt;

@@ -28,6 +28,7 @@ pub(super) fn spec<'a>(
         ca_pem: a.ca_file.as_ref().map(|path| reads.ca(&target.name, path)).transpose()?,
         heartbeat: a.heartbeat,
         timeout: target.probe.timeout,
+        interval: target.probe.interval,
     };
     // The target's whole section, so settings added later count without a change here.
     let key = hash(&(
@@ -38,6 +39,7 @@ pub(super) fn spec<'a>(
         &client.ca_pem,
         format!("{a:?}"),
         client.timeout,
+        client.interval,
     ));
     let queue = QueueSpec {
         name: queue_name(instance, cell),
