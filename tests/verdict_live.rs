@@ -200,6 +200,21 @@ fn timeline(samples: &[Sample]) -> String {
     lines.join("\n")
 }
 
+/// Waits until every cell is healthy again after `since`, then stops the sampler and the
+/// daemon, prints the verdict timeline and checks the sampler missed nothing; the samples.
+async fn settle(sampler: Sampler, d: Daemon, since: Duration, what: &str) -> Vec<Sample> {
+    eventually(what, Duration::from_secs(120), || match sampler.last() {
+        Some(s) if s.at > since && s.all_healthy() => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
+    let (samples, errors) = sampler.finish();
+    stop_daemon(d).await;
+    eprintln!("verdict timeline:\n{}", timeline(&samples));
+    assert_continuous(&samples, &errors);
+    samples
+}
+
 /// Checks that the sampler saw the whole run: no gap long enough to hide a page.
 fn assert_continuous(samples: &[Sample], errors: &[String]) {
     let longest = samples.windows(2).map(|w| w[1].at - w[0].at).max().unwrap_or_default();
@@ -231,18 +246,7 @@ async fn a_rolling_restart_is_a_ticket_per_zone_never_a_page() {
         }
     }
     let healed = sampler.now();
-    eventually("every cell healthy again after the restart", Duration::from_secs(120), || {
-        match sampler.last() {
-            Some(s) if s.at > healed && s.all_healthy() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    let (samples, errors) = sampler.finish();
-    stop_daemon(d).await;
-
-    eprintln!("verdict timeline:\n{}", timeline(&samples));
-    assert_continuous(&samples, &errors);
+    let samples = settle(sampler, d, healed, "every cell healthy again after the restart").await;
     let mut problems = Vec::new();
     let paged: Vec<&Sample> = samples.iter().filter(|s| s.outage != Some(0.0)).collect();
     if let (Some(first), Some(last)) = (paged.first(), paged.last()) {
@@ -302,17 +306,7 @@ async fn two_zones_paused_at_once_confirm_an_outage_that_clears_after_heal() {
     heal(a).await;
     heal(b).await;
     let healed = sampler.now();
-    eventually("the outage cleared and every cell healthy after heal", Duration::from_secs(120), || {
-        match sampler.last() {
-            Some(s) if s.at > healed && s.all_healthy() => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    let (samples, errors) = sampler.finish();
-    stop_daemon(d).await;
-    eprintln!("verdict timeline:\n{}", timeline(&samples));
-    assert_continuous(&samples, &errors);
+    let samples = settle(sampler, d, healed, "the outage cleared and every cell healthy after heal").await;
     let cleared = samples.iter().find(|s| s.at > healed && s.outage == Some(0.0)).map(|s| s.at - healed);
     eprintln!("outage cleared {cleared:?} after heal returned");
 }
