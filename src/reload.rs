@@ -65,12 +65,6 @@ pub struct ReloadPlan {
 }
 
 impl ReloadPlan {
-    /// The plan of a start: every cell is new.
-    pub fn start(config: ValidatedConfig) -> ReloadPlan {
-        let none = vec![None; config.matrix.len()];
-        ReloadPlan { config, previous: none.clone(), carried: none }
-    }
-
     /// Checks that `next` can replace `running` without a restart, and maps its cells.
     pub fn new(running: &ValidatedConfig, next: ValidatedConfig) -> Result<ReloadPlan, ReloadError> {
         let (old, new) = (&running.daemon, &next.daemon);

@@ -112,6 +112,11 @@ impl Coherence {
         }
     }
 
+    /// The parameters in use.
+    pub fn settings(&self) -> &CoherenceSettings {
+        &self.settings
+    }
+
     /// The result of the last [`Coherence::evaluate`] for `scope`.
     pub fn entry(&self, scope: ScopeId) -> Entry {
         self.entries.get(scope as usize).copied().unwrap_or_default()
@@ -164,19 +169,8 @@ impl Coherence {
         };
         for &s in &self.touched {
             let group = &self.groups[s as usize];
-            let longest = group.iter().map(|&(_, c)| cells.rounds[c as usize]).max().unwrap_or(1);
-            let window = u64::from(st.onset_rounds) * u64::from(longest.max(1));
-            // The largest run of onsets within `window`, the latest of equal runs.
-            let (mut best, mut lo) = ((0usize, 0usize), 0usize);
-            for hi in 0..group.len() {
-                while group[hi].0 - group[lo].0 > window {
-                    lo += 1;
-                }
-                if hi + 1 - lo >= best.1 - best.0 {
-                    best = (lo, hi + 1);
-                }
-            }
-            let coherent = &group[best.0..best.1];
+            let window = onset_window(st.onset_rounds, group.iter().map(|&(_, c)| cells.rounds[c as usize]));
+            let coherent = &group[largest_run(|i| group[i].0, group.len(), window)];
             let mut entry = Entry { coherent: coherent.len() as u32, ..Entry::default() };
             if needed(entry.coherent, s) {
                 for &(_, c) in coherent {
@@ -206,6 +200,27 @@ impl Coherence {
             self.entries[s as usize] = entry;
         }
     }
+}
+
+/// The onset window of a group of cells: `onset_rounds` of the longest probe round (in ticks)
+/// among them.
+pub fn onset_window(onset_rounds: u32, rounds: impl Iterator<Item = u32>) -> u64 {
+    u64::from(onset_rounds) * u64::from(rounds.max().unwrap_or(1).max(1))
+}
+
+/// Of `len` onsets in ascending order (`onset(i)`), the largest run lying within `window` of
+/// each other, the latest of equal runs.
+pub fn largest_run(onset: impl Fn(usize) -> u64, len: usize, window: u64) -> std::ops::Range<usize> {
+    let (mut best, mut lo) = (0..0, 0usize);
+    for hi in 0..len {
+        while onset(hi) - onset(lo) > window {
+            lo += 1;
+        }
+        if hi + 1 - lo >= best.len() {
+            best = lo..hi + 1;
+        }
+    }
+    best
 }
 
 /// `ln P(X >= x)` for `X ~ Binomial(n, p)`, `0 < p < 1`. Exact up to floating point: the first

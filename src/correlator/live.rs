@@ -28,7 +28,7 @@
 
 use std::time::SystemTime;
 
-use super::coherence::{Cells, Coherence, CoherenceSettings};
+use super::coherence::{largest_run, onset_window, Cells, Coherence, CoherenceSettings};
 use super::evidence::{scope_evidence, Labels};
 use super::explain::{explain_with, Thresholds, Workspace};
 use super::hysteresis::Hysteresis;
@@ -46,8 +46,6 @@ use crossprobe_probes::Outcome;
 pub struct Correlator {
     window: WindowSettings,
     thresholds: Thresholds,
-    blip_rounds: u32,
-    onset_rounds: u32,
     index: ScopeIndex,
     windows: Vec<CellWindow>,
     /// Per cell: the tick it turned failing in its current episode, and that tick's wall-clock
@@ -85,8 +83,6 @@ impl Correlator {
         Ok(Correlator {
             window: WindowSettings::from(settings),
             thresholds: Thresholds::from(settings),
-            blip_rounds: settings.blip_rounds,
-            onset_rounds: settings.onset_rounds,
             ws: Workspace::new(&index),
             coherence: Coherence::new(&index, CoherenceSettings::from(settings)),
             windows: vec![CellWindow::default(); n],
@@ -319,22 +315,14 @@ impl Correlator {
     /// going down while the last one still fails) never confirm each other this way.
     fn strong_cells(&mut self) {
         let (windows, onsets, rounds) = (&self.windows, &self.onsets, &self.rounds);
-        let blip = self.blip_rounds;
-        self.explained.retain(|&c| windows[c].run() > blip);
+        let st = *self.coherence.settings();
+        self.explained.retain(|&c| windows[c].run() > st.blip_rounds);
         self.explained.sort_by_key(|&c| (onsets[c], c));
-        let longest = self.explained.iter().map(|&c| rounds[c]).max().unwrap_or(1);
-        let window = u64::from(self.onset_rounds) * u64::from(longest.max(1));
-        let (mut best, mut lo) = ((0usize, 0usize), 0usize);
-        for hi in 0..self.explained.len() {
-            while onsets[self.explained[hi]] - onsets[self.explained[lo]] > window {
-                lo += 1;
-            }
-            if hi + 1 - lo >= best.1 - best.0 {
-                best = (lo, hi + 1);
-            }
-        }
-        self.explained.truncate(best.1);
-        self.explained.drain(..best.0);
+        let window = onset_window(st.onset_rounds, self.explained.iter().map(|&c| rounds[c]));
+        let explained = &self.explained;
+        let run = largest_run(|i| onsets[explained[i]], explained.len(), window);
+        self.explained.truncate(run.end);
+        self.explained.drain(..run.start);
     }
 
     /// Retires every active scope that a scope activated at `tick` covers (all of its cells are
