@@ -33,13 +33,14 @@ pub(super) fn spec<'a>(
     };
     let mut addresses = target.addresses.clone();
     addresses.sort();
-    let key = hash(&(&addresses, &properties, &ca, k.fetch_wait, target.probe.timeout, k.topic_retention));
+    let key = hash(&(&addresses, &properties, &ca, k.fetch_wait, target.probe.timeout, k.topic_retention, target.probe.interval));
     let config = KafkaClientConfig {
         bootstrap: target.addresses.join(","),
         properties,
         fetch_wait: k.fetch_wait,
         timeout: target.probe.timeout,
         topic_retention: k.topic_retention,
+        interval: target.probe.interval,
     };
     Ok(ClientSpec::Kafka { key, config, topic: t.topic.clone(), broker_id: k.broker_id })
 }

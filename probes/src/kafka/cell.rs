@@ -32,6 +32,14 @@ struct Pin {
     checked: Option<Instant>,
 }
 
+/// The next wait before a failed set-up (topic, metadata, assignment) is tried again: doubling
+/// from 500 ms, but never beyond half the probe interval. The cell's own probes pace it (one
+/// publish per interval), so after half an interval the next probe tries again: a returned
+/// broker is found by the next probe round.
+fn setup_backoff(previous: Duration, interval: Duration) -> Duration {
+    (previous * 2).clamp(Duration::from_millis(500), Duration::from_secs(10)).min(interval / 2)
+}
+
 /// One cell's publisher on a shared cluster.
 pub struct KafkaCell {
     cluster: Arc<KafkaCluster>,
@@ -101,7 +109,7 @@ impl KafkaCell {
                 Ok((partition, leader))
             }
             Err(e) => {
-                pin.backoff = (pin.backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
+                pin.backoff = setup_backoff(pin.backoff, self.cluster.config.interval);
                 pin.retry_at = Some(now + pin.backoff);
                 if matches!(e, ProbeError::Connect(ErrorKind::NotFound)) {
                     pin.partition = None;
@@ -178,5 +186,32 @@ impl KafkaCell {
                 Err(ProbeError::Publish(k))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::setup_backoff;
+
+    #[test]
+    fn a_failed_set_up_is_tried_again_by_the_next_probe() {
+        for interval_ms in [100, 500, 1000, 5000, 60_000] {
+            let interval = Duration::from_millis(interval_ms);
+            let mut b = Duration::ZERO;
+            for _ in 0..20 {
+                b = setup_backoff(b, interval);
+                assert!(b <= interval / 2, "interval {interval:?}: backoff {b:?} skips a probe");
+            }
+        }
+        let long = Duration::from_secs(60);
+        let steps: Vec<u64> = (0..6)
+            .scan(Duration::ZERO, |b, _| {
+                *b = setup_backoff(*b, long);
+                Some(b.as_millis() as u64)
+            })
+            .collect();
+        assert_eq!(steps, [500, 1000, 2000, 4000, 8000, 10_000], "long intervals keep the old climb");
     }
 }

@@ -137,8 +137,10 @@ impl Clients {
             c.set("bootstrap.servers", &config.bootstrap)
                 .set("client.id", format!("crossprobe-{instance}"))
                 .set("socket.connection.setup.timeout.ms", ms(config.timeout.max(Duration::from_secs(1))))
-                .set("reconnect.backoff.ms", "100")
-                .set("reconnect.backoff.max.ms", "2000")
+                // librdkafka doubles the backoff from the first value and jitters it by -25% to
+                // +50%, then caps it at the max (default 10 s): the probe interval.
+                .set("reconnect.backoff.ms", ms(crate::retry::FIRST.min(config.interval)))
+                .set("reconnect.backoff.max.ms", ms(config.interval))
                 .set("topic.metadata.refresh.interval.ms", "30000");
             for (k, v) in &config.properties {
                 c.set(k, v);
@@ -148,6 +150,7 @@ impl Clients {
         base(&mut producer);
         producer
             // Broker states for liveness; only the producer reports them (its queue is served).
+            // 1 s is librdkafka's granularity: a returned broker may be seen up to 1 s late.
             .set("statistics.interval.ms", "1000")
             .set("acks", "all")
             .set("linger.ms", "0")

@@ -9,7 +9,8 @@
 //!
 //! When a broker the clients had reached goes down, the clients are rebuilt (with backoff): no
 //! cached state (topic ids, assignments) survives a broker restart, and cells re-pin on the new
-//! generation. Blocking librdkafka calls run on the blocking pool; context callbacks only store
+//! generation. Reconnecting never backs off beyond the probe interval (librdkafka's reconnect
+//! backoff, a cell's retry of its set-up), so a returned broker is seen by the next probe round. Blocking librdkafka calls run on the blocking pool; context callbacks only store
 //! state.
 
 mod cell;
@@ -45,6 +46,10 @@ pub struct KafkaClientConfig {
     pub timeout: Duration,
     /// `retention.ms` of topics the backend creates.
     pub topic_retention: Duration,
+    /// The shortest probe interval of the cells on these clients: a lost broker is tried again
+    /// at least this often (librdkafka's `reconnect.backoff.max.ms`, and a cell's retry of its
+    /// topic and partition set-up).
+    pub interval: Duration,
 }
 
 impl std::fmt::Debug for KafkaClientConfig {
