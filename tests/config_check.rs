@@ -207,3 +207,42 @@ fn a_shard_without_cells_exits_64() {
         )
     );
 }
+
+#[test]
+fn only_regular_files_of_bounded_size_are_read() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-check-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.toml");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
+    let huge = dir.join("huge.toml");
+    std::fs::write(&huge, format!("# {}\n", "x".repeat(4 * 1024 * 1024))).unwrap();
+    let cases = [
+        (fifo.to_str().unwrap(), "it is a FIFO, not a regular file"),
+        ("/dev/zero", "it is a device, not a regular file"),
+        (huge.to_str().unwrap(), "it holds more than 4194304 bytes"),
+    ];
+    for (path, why) in cases {
+        // A FIFO no one writes would block a plain read forever: bound the wait, then fail.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args(["check", "--config", path])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("check --config {path} still ran after 30s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{path}: {stderr}");
+        assert_eq!(stderr, format!("cannot read {path}: {why}\n"), "{path}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -282,3 +282,77 @@ fn run_with_a_vantage_and_a_shard_labels_and_narrows_what_it_exports() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The evaluation tick `/verdict` reports.
+fn verdict_tick(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = support::http_get(addr, "/verdict").expect("GET /verdict");
+    assert_eq!(status, 200, "GET /verdict: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("/verdict is JSON");
+    v["evidence"]["tick"].as_u64().unwrap_or_else(|| panic!("no evidence.tick in {body}"))
+}
+
+#[test]
+fn a_reload_from_a_fifo_is_refused_and_the_daemon_runs_on() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-fifo-{}", support::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("crossprobe.toml");
+    std::fs::write(&config, VANTAGE_CONFIG).unwrap();
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("crossprobe starts"),
+    );
+    let stderr = daemon.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started =
+        rx.iter().find(|l| l.contains("crossprobe started")).expect("a start-up line before the log ended");
+    let addr: std::net::SocketAddr = started
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in {started}"));
+
+    // The configuration path now names a FIFO that no one ever writes.
+    std::fs::remove_file(&config).unwrap();
+    let made = Command::new("mkfifo").arg(&config).status().expect("mkfifo runs");
+    assert!(made.success());
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) if line.contains("reload refused") => break line,
+            Ok(_) => {}
+            Err(_) => panic!("no refused reload in the log within 30s of SIGHUP"),
+        }
+    };
+    assert!(refused.contains("not a regular file"), "the refusal should say why: {refused}");
+
+    // The evaluator goes on: the verdict keeps ticking (1 s ticks).
+    let before = verdict_tick(addr);
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = verdict_tick(addr);
+    assert!(after > before, "the verdict stopped at tick {before} (then {after}) after the reload");
+
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = daemon.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "crossprobe did not stop within 30s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}

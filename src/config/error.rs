@@ -20,7 +20,7 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read { path: PathBuf, source: crate::files::FileError },
     /// The file was read; these are all the problems found in it.
     #[error("{}", render(file, problems))]
     Invalid { file: PathBuf, problems: Vec<Problem> },

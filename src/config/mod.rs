@@ -21,6 +21,7 @@ pub use crossprobe_probes::Protocol;
 pub use error::{ConfigError, Problem};
 pub use web::{PasswordHash, TlsFiles, WebSettings};
 
+use crate::files;
 use crate::matrix::Matrix;
 use crate::shard::{Shard, ShardError};
 
@@ -35,11 +36,10 @@ pub struct ValidatedConfig {
 }
 
 impl ValidatedConfig {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file (a regular file of at most
+    /// [`files::MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&source, path)
+        Self::parse(&read(path)?, path)
     }
 
     /// Validates configuration text; `path` only names the file in messages.
@@ -86,8 +86,7 @@ impl ConfigSource {
 
     /// The file's text, as [`ConfigSource::parse`] takes it.
     pub fn read(&self) -> Result<String, LoadError> {
-        std::fs::read_to_string(&self.path)
-            .map_err(|source| LoadError::Config(ConfigError::Read { path: self.path.clone(), source }))
+        Ok(read(&self.path)?)
     }
 
     /// Validates and shards `text`, the file's content.
@@ -100,6 +99,12 @@ impl ConfigSource {
             }
         }
     }
+}
+
+/// The text of the configuration file at `path`, read the bounded way.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    files::read_text(path, files::MAX_CONFIG_BYTES)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
 
 /// `[daemon]`: settings of the process itself.
@@ -255,7 +260,7 @@ impl Secret {
         match self {
             Secret::Env(var) => std::env::var(var)
                 .map_err(|_| format!("environment variable {var} is not set or not unicode")),
-            Secret::File(path) => std::fs::read_to_string(path)
+            Secret::File(path) => files::read_text(path, files::MAX_SECRET_BYTES)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
                 .map_err(|e| format!("cannot read password file {}: {e}", path.display())),
         }

@@ -48,7 +48,7 @@ pub enum LocalizeError {
     #[error("line {line}: {message}")]
     Line { line: usize, message: String },
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: std::path::PathBuf, source: std::io::Error },
+    Read { path: std::path::PathBuf, source: crate::files::FileError },
     #[error("the snapshot has no header")]
     NoHeader,
     #[error("the snapshot has no rows")]
@@ -307,7 +307,7 @@ fn evidence(
 
 /// Reads and scores the snapshot file at `path` with the default thresholds.
 pub fn localize_file(path: &std::path::Path) -> Result<Localization, LocalizeError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_text(path, crate::files::MAX_SNAPSHOT_BYTES)
         .map_err(|source| LocalizeError::Read { path: path.to_owned(), source })?;
     localize(&parse_csv(&text)?, &CorrelatorSettings::default())
 }
