@@ -246,3 +246,39 @@ fn only_regular_files_of_bounded_size_are_read() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn echoed_values_are_bounded_and_escaped() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-check-echo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Three megabytes in one value and in one key, a control character in a tenant's name.
+    let big = "9".repeat(3 * 1024 * 1024);
+    let config = dir.join("big.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"{big}\"\n\n[[targets]]\nname = \"k\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"127.0.0.1:1\"]\n\n[[tenants]]\nname = \"t\\u0007\\r\"\nkafka = {{ topic = \"p\" }}\n"
+        ),
+    )
+    .unwrap();
+    let path = config.to_str().unwrap();
+    let out = crossprobe(&["check", "--config", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.len() < 2048, "{} bytes of messages for one long value", stderr.len());
+    let expected = format!(
+        "{path}: 2 problems found\n\
+         {path}:2:10: daemon.listen: \"{}\"... (3145728 bytes) is not an IP address and port (e.g. \"127.0.0.1:9464\")\n\
+         {path}:11:8: tenants[0].name: \"t\\u{{7}}\\r\" is not a valid name (1 to 64 characters: letters, digits, '_', '-', '.', starting with a letter or digit)\n",
+        "9".repeat(64)
+    );
+    assert_eq!(stderr, expected);
+
+    std::fs::write(&config, format!("[daemon]\n\"{big}\" = 1\n")).unwrap();
+    let out = crossprobe(&["check", "--config", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.len() < 2048, "{} bytes of messages for one long key", stderr.len());
+    assert!(stderr.contains(":2:1: daemon.\"9999"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::error::Problems;
+use super::error::{key, quoted, Problems};
 use super::raw::RawConfig;
 use super::{Endpoint, KafkaSecurity, Target, Tenant};
 use crate::matrix::{Cell, CellId, Matrix, Selector, BASE_DIMENSIONS};
@@ -31,7 +31,7 @@ pub(super) fn expand(
     let mut cells = Vec::new();
     for (ti, (target, ri)) in targets.iter().enumerate() {
         let rt = &raw.targets[*ri];
-        let path = format!("targets[{ri}] \"{}\"", target.name);
+        let path = format!("targets[{ri}] {}", quoted(&target.name));
         let protocol = target.protocol();
         let supports = |i: usize| match protocol {
             super::Protocol::Kafka => raw.tenants[i].kafka.is_some(),
@@ -47,17 +47,17 @@ pub(super) fn expand(
                         None => p.add(
                             key,
                             Some(name.span()),
-                            format!("unknown tenant \"{}\" (tenants: {})", name.get_ref(), names(&by_name)),
+                            format!("unknown tenant {} (tenants: {})", quoted(name.get_ref()), names(&by_name)),
                         ),
                         Some(&i) if chosen.contains(&i) => {
-                            p.add(key, Some(name.span()), format!("tenant \"{}\" listed twice", name.get_ref()))
+                            p.add(key, Some(name.span()), format!("tenant {} listed twice", quoted(name.get_ref())))
                         }
                         Some(&i) if !supports(i) => p.add(
                             key,
                             Some(name.span()),
                             format!(
-                                "tenant \"{}\" has no [tenants.{protocol}] settings, so it cannot be probed on this {protocol} target",
-                                name.get_ref()
+                                "tenant {} has no [tenants.{protocol}] settings, so it cannot be probed on this {protocol} target",
+                                quoted(name.get_ref())
                             ),
                         ),
                         Some(&i) => chosen.push(i),
@@ -83,9 +83,9 @@ pub(super) fn expand(
             match dimensions.iter().position(|d| d == dim) {
                 Some(d) => fixed.push((d, value.get_ref().clone())),
                 None => p.add(
-                    format!("{path}.{dim}"),
+                    format!("{path}.{}", key(dim)),
                     Some(value.span()),
-                    format!("unknown dimension \"{dim}\" (dimensions: {})", dimensions.join(", ")),
+                    format!("unknown dimension {} (dimensions: {})", quoted(dim), dimensions.join(", ")),
                 ),
             }
         }

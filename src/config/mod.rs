@@ -6,6 +6,7 @@
 
 mod error;
 mod expand;
+mod parse;
 mod raw;
 mod targets;
 mod validate;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crossprobe_probes::Protocol;
-pub use error::{ConfigError, Problem};
+pub use error::{escaped, quoted, ConfigError, Problem, MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS};
 pub use web::{PasswordHash, TlsFiles, WebSettings};
 
 use crate::files;

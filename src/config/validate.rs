@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::error::{Problem, Problems};
+use super::error::{key, quoted, Problem, Problems};
 use super::raw::{RawConfig, RawCorrelator, RawDaemon, RawProbe, RawTenant};
 use super::values::{self, Limits};
 use super::*;
 
 pub(super) fn validate(source: &str) -> Result<ValidatedConfig, Vec<Problem>> {
-    let raw: RawConfig = toml::from_str(source).map_err(|e| vec![values::parse_problem(source, &e)])?;
+    let raw: RawConfig = super::parse::parse(source)?;
     let mut p = Problems::new(source);
     let daemon = daemon(&mut p, &raw.daemon);
     let defaults = probe_defaults(&mut p, &raw.probe);
@@ -43,7 +43,7 @@ fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
             p.add(
                 "daemon.listen",
                 Some(s.span()),
-                format!("\"{}\" is not an IP address and port (e.g. \"127.0.0.1:9464\")", s.get_ref()),
+                format!("{} is not an IP address and port (e.g. \"127.0.0.1:9464\")", quoted(s.get_ref())),
             );
             SocketAddr::from(([127, 0, 0, 1], 9464))
         }),
@@ -62,7 +62,7 @@ fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
             p.add(
                 "daemon.log_format",
                 Some(s.span()),
-                format!("unknown log format \"{other}\" (expected \"text\" or \"json\")"),
+                format!("unknown log format {} (expected \"text\" or \"json\")", quoted(other)),
             );
             LogFormat::Text
         }
@@ -107,13 +107,13 @@ fn tenants(p: &mut Problems, raw: &[RawTenant]) -> Vec<Tenant> {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, t) in raw.iter().enumerate() {
-        let path = format!("tenants[{i}] \"{}\"", t.name.get_ref());
+        let path = format!("tenants[{i}] {}", quoted(t.name.get_ref()));
         values::name(p, &format!("tenants[{i}].name"), &t.name);
         if let Some(first) = seen.insert(t.name.get_ref(), i) {
             p.add(
                 format!("tenants[{i}].name"),
                 Some(t.name.span()),
-                format!("duplicate name \"{}\" (also tenants[{first}])", t.name.get_ref()),
+                format!("duplicate name {} (also tenants[{first}])", quoted(t.name.get_ref())),
             );
         }
         let kafka = t.kafka.as_ref().map(|k| {
@@ -286,13 +286,13 @@ fn quorum(p: &mut Problems, raw: &RawCorrelator, matrix: &Matrix) -> BTreeMap<St
     };
     let mut out = BTreeMap::new();
     for (dim, value) in raw {
-        let path = format!("correlator.quorum.{dim}");
+        let path = format!("correlator.quorum.{}", key(dim));
         let span = Some(value.span());
         let Some(d) = matrix.dimension_index(dim) else {
             p.add(
                 path,
                 span,
-                format!("unknown dimension \"{dim}\" (dimensions: {})", matrix.dimensions().join(", ")),
+                format!("unknown dimension {} (dimensions: {})", quoted(dim), matrix.dimensions().join(", ")),
             );
             continue;
         };

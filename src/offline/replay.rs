@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::record::OutcomeRecord;
-use crate::config::CorrelatorSettings;
+use crate::config::{escaped, quoted, CorrelatorSettings};
 use crate::correlator::{Correlator, CorrelatorError, Labels, Level, Verdict};
 use crate::matrix::{Matrix, BASE_DIMENSIONS};
 use crossprobe_probes::outcome::OUTCOME_NAMES;
@@ -60,8 +60,9 @@ pub enum ReplayError {
     Correlator(#[from] CorrelatorError),
 }
 
+/// An error of one input line; what it echoes of the line is escaped and bounded.
 fn line_error(line: usize, message: impl Into<String>) -> ReplayError {
-    ReplayError::Line { line, message: message.into() }
+    ReplayError::Line { line, message: escaped(&message.into()) }
 }
 
 /// Reads the records of `input`, skipping blank lines, with their 1-based line numbers. A line
@@ -195,7 +196,11 @@ impl Replay {
         let outcome = r.outcome().ok_or_else(|| {
             line_error(
                 line,
-                format!("unknown outcome \"{}\" (expected one of {})", r.outcome, OUTCOME_NAMES.join(", ")),
+                format!(
+                    "unknown outcome {} (expected one of {})",
+                    quoted(&r.outcome),
+                    OUTCOME_NAMES.join(", ")
+                ),
             )
         })?;
         let cell = self.cell_index(line, &r.cell)?;
