@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossprobe_probes::tracker::{Event, ProbeResult};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clients::ClientError;
 use crate::config::{ConfigSource, ValidatedConfig};
@@ -191,7 +191,11 @@ impl RunLoop {
     /// entirely validated, its passwords read and its clients created before anything running
     /// changes.
     fn reload(&mut self) -> Result<Applied, ReloadError> {
-        let plan = ReloadPlan::new(self.evaluator.config(), self.watch.load()?)?;
+        let next = self.watch.load()?;
+        for w in &next.warnings {
+            warn!(warning = %w, "the reloaded configuration is valid, but probably not what was meant");
+        }
+        let plan = ReloadPlan::new(self.evaluator.config(), next)?;
         self.evaluator.reload(plan, &mut self.pool)
     }
 

@@ -114,20 +114,26 @@ fn run_stops_cleanly_on_sigint() {
 }
 
 #[test]
-fn run_without_a_password_source_exits_1_naming_it() {
-    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-        .args(["run", "--config", LocalConfig::new().path()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("CROSSPROBE_ACME_AMQP_PASSWORD")
-        .env_remove("CROSSPROBE_GLOBEX_AMQP_PASSWORD")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set"),
-        "the error should name the variable: {stderr}"
-    );
+fn run_and_once_without_passwords_exit_64_naming_every_one() {
+    for command in ["run", "once"] {
+        let config = LocalConfig::new();
+        let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args([command, "--config", config.path()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("CROSSPROBE_ACME_AMQP_PASSWORD")
+            .env_remove("CROSSPROBE_GLOBEX_AMQP_PASSWORD")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command}: {stderr}");
+        assert!(stderr.contains(": 2 problems found"), "{command}: both variables, not the first: {stderr}");
+        for var in ["CROSSPROBE_ACME_AMQP_PASSWORD", "CROSSPROBE_GLOBEX_AMQP_PASSWORD"] {
+            assert!(
+                stderr.contains(&format!("environment variable {var} is not set")),
+                "{command}: the error should name {var}: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -176,6 +182,21 @@ fn run_with_a_bad_config_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 problems found"));
+    // A limit of the correlator is a configuration error with its place, as `check` says, not
+    // a runtime failure (exit 1) without one.
+    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(["run", "--config", "tests/config/invalid/eleven_dimensions.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(
+            "eleven_dimensions.toml:8:77: targets[0] \"kafka-a\".labels: 7 extra labels make 11 dimensions"
+        ),
+        "{stderr}"
+    );
 }
 
 /// A matrix on 127.0.0.1:1, where nothing listens: no broker is touched, every cell reports
@@ -224,6 +245,7 @@ fn run_with_a_vantage_and_a_shard_labels_and_narrows_what_it_exports() {
     let config = config.to_str().unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
         .args(["check", "--config", config, "--shard", "1/2"])
+        .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);

@@ -18,7 +18,10 @@ pub(super) fn spec<'a>(
     if let Some(m) = k.sasl_mechanism {
         properties.push(("sasl.mechanism".into(), mechanism(m).into()));
     }
-    if let Some(c) = &t.credentials {
+    // Credentials fit per listener: a plain listener of a tenant that has them on a SASL
+    // listener does not use them.
+    let sasl = matches!(k.security_protocol, KafkaSecurity::SaslPlaintext | KafkaSecurity::SaslSsl);
+    if let Some(c) = t.credentials.as_ref().filter(|_| sasl) {
         properties.push(("sasl.username".into(), c.user.clone()));
         properties.push(("sasl.password".into(), reads.secret(&tenant.name, &c.password)?));
     }
@@ -33,7 +36,15 @@ pub(super) fn spec<'a>(
     };
     let mut addresses = target.addresses.clone();
     addresses.sort();
-    let key = hash(&(&addresses, &properties, &ca, k.fetch_wait, target.probe.timeout, k.topic_retention, target.probe.interval));
+    let key = hash(&(
+        &addresses,
+        &properties,
+        &ca,
+        k.fetch_wait,
+        target.probe.timeout,
+        k.topic_retention,
+        target.probe.interval,
+    ));
     let config = KafkaClientConfig {
         bootstrap: target.addresses.join(","),
         properties,

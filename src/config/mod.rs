@@ -34,6 +34,19 @@ pub struct ValidatedConfig {
     pub tenants: Vec<Tenant>,
     pub correlator: CorrelatorSettings,
     pub matrix: Matrix,
+    /// What is valid but likely not meant (a default quorum the matrix can never meet): `check`
+    /// prints them, `run` logs them.
+    pub warnings: Vec<Problem>,
+}
+
+/// Whether validation reads the passwords the matrix uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read every password source a cell uses and report each that cannot be read (`check`,
+    /// `once`, `run`, reloads).
+    Read,
+    /// Leave them: the file alone (tests, `replay --config`, `check --skip-secrets`).
+    Skip,
 }
 
 impl ValidatedConfig {
@@ -43,9 +56,15 @@ impl ValidatedConfig {
         Self::parse(&read(path)?, path)
     }
 
-    /// Validates configuration text; `path` only names the file in messages.
+    /// Validates configuration text without reading passwords; `path` only names the file in
+    /// messages.
     pub fn parse(source: &str, path: &Path) -> Result<Self, ConfigError> {
-        validate::validate(source)
+        Self::parse_with(source, path, Secrets::Skip)
+    }
+
+    /// Validates configuration text, reading the passwords its cells use when asked to.
+    pub fn parse_with(source: &str, path: &Path, secrets: Secrets) -> Result<Self, ConfigError> {
+        validate::validate(source, secrets)
             .map_err(|problems| ConfigError::Invalid { file: path.to_owned(), problems })
     }
 
@@ -80,9 +99,14 @@ pub enum LoadError {
 }
 
 impl ConfigSource {
-    /// Reads, validates and shards the file.
+    /// Reads, validates (passwords included) and shards the file.
     pub fn load(&self) -> Result<ValidatedConfig, LoadError> {
         self.parse(&self.read()?)
+    }
+
+    /// [`ConfigSource::load`], reading passwords or not.
+    pub fn load_with(&self, secrets: Secrets) -> Result<ValidatedConfig, LoadError> {
+        self.parse_with(&self.read()?, secrets)
     }
 
     /// The file's text, as [`ConfigSource::parse`] takes it.
@@ -90,9 +114,13 @@ impl ConfigSource {
         Ok(read(&self.path)?)
     }
 
-    /// Validates and shards `text`, the file's content.
+    /// Validates (passwords included) and shards `text`, the file's content.
     pub fn parse(&self, text: &str) -> Result<ValidatedConfig, LoadError> {
-        let config = ValidatedConfig::parse(text, &self.path)?;
+        self.parse_with(text, Secrets::Read)
+    }
+
+    fn parse_with(&self, text: &str, secrets: Secrets) -> Result<ValidatedConfig, LoadError> {
+        let config = ValidatedConfig::parse_with(text, &self.path, secrets)?;
         match self.shard {
             None => Ok(config),
             Some(shard) => {
@@ -263,7 +291,9 @@ impl Secret {
                 .map_err(|_| format!("environment variable {var} is not set or not unicode")),
             Secret::File(path) => files::read_text(path, files::MAX_SECRET_BYTES)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("cannot read password file {}: {e}", path.display())),
+                .map_err(|e| {
+                    format!("cannot read password file {}: {e}", quoted(&path.display().to_string()))
+                }),
         }
     }
 }

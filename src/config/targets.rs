@@ -9,6 +9,7 @@ use super::error::{quoted, Problems};
 use super::raw::{RawAmqpTarget, RawKafkaTarget, RawTarget, Str};
 use super::values::{self, Limits};
 use super::*;
+use crate::matrix::{BASE_DIMENSIONS, MAX_DIMENSIONS};
 
 /// Dimensions every cell carries; extra labels may not reuse them, nor names Prometheus or the
 /// daemon's own metrics give a meaning.
@@ -103,9 +104,23 @@ fn label(p: &mut Problems, path: &str, key: &str, value: &Str) {
     values::name(p, &format!("{path}.labels.{}", super::error::key(key)), value);
 }
 
-/// Extra labels become dimensions, so every target must carry the same keys.
+/// Extra labels become dimensions, so every target must carry the same keys, and no more than
+/// the correlator can index.
 fn same_label_keys(p: &mut Problems, raw: &[RawTarget]) {
     let Some(first) = raw.first() else { return };
+    let extra = MAX_DIMENSIONS - BASE_DIMENSIONS.len();
+    if let Some((_, value)) = first.labels.iter().nth(extra) {
+        p.add(
+            format!("targets[0] {}.labels", quoted(first.name.get_ref())),
+            Some(value.span()),
+            format!(
+                "{} extra labels make {} dimensions with {}; the correlator handles at most {MAX_DIMENSIONS} (at most {extra} extra labels)",
+                first.labels.len(),
+                first.labels.len() + BASE_DIMENSIONS.len(),
+                BASE_DIMENSIONS.join(", "),
+            ),
+        );
+    }
     let keys = |t: &RawTarget| t.labels.keys().cloned().collect::<Vec<_>>();
     let expected = keys(first);
     for (i, t) in raw.iter().enumerate().skip(1) {
