@@ -4,7 +4,9 @@
 //! the current one.
 //!
 //! `cargo bench --bench localize [-- --cases N] [--seed S] [--show N]` (`--show` prints the
-//! first N cases the current algorithm gets wrong).
+//! first N cases the current algorithm gets wrong). `-- --wide-csv ROWS [--seed S]` prints a
+//! snapshot of ROWS leaves over ten high-cardinality label columns instead (the input of the
+//! time and memory figures in `benches/README.md`).
 //!
 //! The generator (seeded, deterministic): 3 zones; Kafka with two brokers per zone and RabbitMQ
 //! with one node per zone (9 brokers); 20 tenants; an extra label `network` (public, private):
@@ -322,6 +324,16 @@ fn main() {
             .map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name} takes a number")))
             .unwrap_or(default)
     };
+    if args.iter().any(|a| a == "--wide-csv") {
+        print!(
+            "{}",
+            crossprobe::correlator::testkit::wide_snapshot_csv(
+                option("--wide-csv", 5000),
+                option("--seed", 13)
+            )
+        );
+        return;
+    }
     let cases = option("--cases", 4000);
     let (show, mut shown) = (option("--show", 0), 0);
     let mut draws = Draws(option("--seed", 13));

@@ -4,7 +4,7 @@
 //! order. Each cell stores its label values in that order, so scopes, metrics and reports all
 //! read the same vector.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// The dimensions every matrix has, in order, before any extra labels.
@@ -67,13 +67,16 @@ impl Matrix {
     /// distinct ids' halves in order of appearance.
     pub fn from_labels(dimensions: Vec<String>, labels: Vec<Vec<String>>) -> Self {
         let tenant_dim = dimensions.iter().position(|d| d == "tenant");
-        let mut targets: Vec<String> = Vec::new();
-        let mut tenants: Vec<String> = Vec::new();
-        let position = |names: &mut Vec<String>, name: &str| match names.iter().position(|n| n == name) {
-            Some(i) => i,
+        // Numbered in order of appearance; a map, not a scan, since a snapshot may have a
+        // hundred thousand distinct rows.
+        let mut targets: HashMap<String, usize> = HashMap::new();
+        let mut tenants: HashMap<String, usize> = HashMap::new();
+        let position = |names: &mut HashMap<String, usize>, name: &str| match names.get(name) {
+            Some(&i) => i,
             None => {
-                names.push(name.to_owned());
-                names.len() - 1
+                let i = names.len();
+                names.insert(name.to_owned(), i);
+                i
             }
         };
         let cells = labels

@@ -402,6 +402,25 @@ fn replay_ends_on_the_largest_at_ms_and_on_huge_gaps() {
 }
 
 #[test]
+fn localize_on_many_high_cardinality_columns_ends() {
+    // Ten label columns, 5,000 rows, a fault in az=z1&tenant=t03: this took 21 s and 1 GB in a
+    // release build when every scope was indexed (benches/README.md, localize bounds); now well
+    // under a second there, a few in a debug build.
+    let csv = Scratch::new("wide.csv", &crossprobe::correlator::testkit::wide_snapshot_csv(5000, 13));
+    let out = crossprobe_within(
+        &["localize", "--input", csv.path(), "--format", "json"],
+        std::time::Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["leaves"], 5000);
+    assert_eq!(v["searched_depth"], 10, "5,000 leaves of 10 columns fit the index whole");
+    let named: Vec<&serde_json::Value> =
+        v["scopes"].as_array().unwrap().iter().map(|s| &s["labels"]).collect();
+    assert_eq!(named, [&serde_json::json!({"az": "z1", "tenant": "t03"})]);
+}
+
+#[test]
 fn localize_names_zone_b_first() {
     let csv = Path::new("tests/localize/zone-b.csv");
     let out = crossprobe(&["localize", "--input", csv.to_str().unwrap()]);

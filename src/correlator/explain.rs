@@ -254,7 +254,7 @@ fn is_exact(
     for d in (0..index.dimensions().len()).filter(|&d| mask & (1 << d) == 0) {
         let mut children = std::mem::take(&mut ws.children);
         children.clear();
-        children.extend(index.cells(scope).iter().map(|&c| index.scopes_of(c as usize)[mask | 1 << d]));
+        children.extend(index.cells(scope).iter().filter_map(|&c| index.scope_of(c as usize, mask | 1 << d)));
         children.sort_unstable();
         children.dedup();
         let healthy = children.iter().any(|&c| ws.failing[c as usize] == 0);

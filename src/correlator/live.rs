@@ -374,7 +374,7 @@ impl Correlator {
         let covers = |w: ScopeId, n: ScopeId| {
             w != n && index.total(n) < index.total(w) && {
                 let mask = index.mask(w);
-                index.cells(n).iter().all(|&c| index.scopes_of(c as usize)[mask] == w)
+                index.cells(n).iter().all(|&c| index.scope_of(c as usize, mask) == Some(w))
             }
         };
         let narrow: Vec<ScopeId> = self

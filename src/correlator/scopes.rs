@@ -2,9 +2,15 @@
 //!
 //! A scope fixes some dimensions to one value each (`{az=b}`, `{az=b, tenant=acme}`; `{}` is
 //! global). The scopes that have cells are exactly the subsets of some cell's (dimension, value)
-//! pairs, so the index enumerates the 2^D subsets of every cell (D dimensions) and deduplicates
-//! them. Scope ids are sorted coarsest first (fewer fixed dimensions), then in dimension order
-//! and value order, so comparing ids is the deterministic tie-break of the explanation.
+//! pairs: for each of the 2^D masks of fixed dimensions (D dimensions), the cells grouped by
+//! their values there ([`enumerate`]). Scope ids are sorted coarsest first (fewer fixed
+//! dimensions), then in dimension order and value order, so comparing ids is the deterministic
+//! tie-break of the explanation.
+//!
+//! The live correlator indexes every scope. `localize` on a wide snapshot indexes fewer: the
+//! masks of at most a depth of fixed dimensions (and each cell's own scope), and of those only
+//! the scopes its search could ever name ([`ScopeIndex::pruned`]), while still counting every
+//! cell set it searched.
 //!
 //! Per scope the index keeps its cells and its *canonical* scope: among scopes with exactly the
 //! same cells (a broker nested in one zone and protocol: `{broker=k-b}` and `{az=b,
@@ -12,7 +18,11 @@
 //! exactly when the label pairs shared by all their cells (their closure) agree, which is how the
 //! groups are found without comparing cell sets.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+
+mod enumerate;
+
+use enumerate::{closure, for_each_group, order_key, values_hash, Layout};
 
 use super::CorrelatorError;
 use crate::matrix::Matrix;
@@ -23,10 +33,8 @@ pub use crate::matrix::MAX_DIMENSIONS;
 /// Index of a scope in a [`ScopeIndex`]; smaller ids are coarser.
 pub type ScopeId = u32;
 
-/// `value id + 1` of a fixed dimension, 0 for a free one.
-const FREE: u32 = 0;
-
-/// Every scope of one matrix, with the cells in each.
+/// Every scope of one matrix (or, for a large `localize` snapshot, every scope up to a depth),
+/// with the cells in each.
 #[derive(Debug, Clone)]
 pub struct ScopeIndex {
     dimensions: Vec<String>,
@@ -35,121 +43,157 @@ pub struct ScopeIndex {
     values: Vec<Vec<String>>,
     /// Value id of every cell in every dimension, `cells x D`.
     cell_values: Vec<u32>,
-    /// Per scope, `D` entries of `value id + 1` or [`FREE`].
-    keys: Vec<u32>,
-    fixed: Vec<u8>,
+    /// The masks of fixed dimensions indexed, ascending; `slots[mask]` is a mask's position
+    /// among them, `u16::MAX` when not indexed. Every mask, unless the depth is capped.
+    masks: Vec<u16>,
+    slots: Vec<u16>,
+    /// Per scope: its mask and a cell of it (the first), which together give its values.
+    scope_masks: Vec<u16>,
+    representative: Vec<u32>,
     canonical: Vec<ScopeId>,
-    /// The `2^D` scopes of each cell, `cells x 2^D`, indexed by the mask of fixed dimensions.
+    /// The indexed scopes of each cell, `cells x masks.len()`, in mask order.
     cell_scopes: Vec<ScopeId>,
     /// Cells of each scope: `scope_cells[cells_start[s]..cells_start[s + 1]]`.
     cells_start: Vec<u32>,
     scope_cells: Vec<u32>,
+    /// Distinct cell sets among every scope enumerated, kept or not.
+    cell_sets: usize,
 }
 
+/// A cell's entry in [`ScopeIndex::scopes_of`] for a scope a pruned index left out.
+pub const NO_SCOPE: ScopeId = ScopeId::MAX;
+
 impl ScopeIndex {
-    /// Enumerates the scopes of `matrix`.
+    /// Enumerates every scope of `matrix`.
     pub fn new(matrix: &Matrix) -> Result<Self, CorrelatorError> {
-        let d = matrix.dimensions().len();
-        if d > MAX_DIMENSIONS {
-            return Err(CorrelatorError::TooManyDimensions { dimensions: d, max: MAX_DIMENSIONS });
-        }
-        if matrix.cells().len() >= u32::MAX as usize {
-            return Err(CorrelatorError::TooManyCells(matrix.cells().len()));
-        }
-        let values: Vec<Vec<String>> = (0..d)
-            .map(|i| {
-                let set: BTreeSet<&str> = matrix.cells().iter().map(|c| c.labels[i].as_str()).collect();
-                set.into_iter().map(str::to_owned).collect()
-            })
-            .collect();
-        let value_ids: Vec<HashMap<&str, u32>> = values
-            .iter()
-            .map(|vs| vs.iter().enumerate().map(|(i, v)| (v.as_str(), i as u32)).collect())
-            .collect();
-        let cell_values: Vec<u32> = matrix
-            .cells()
-            .iter()
-            .flat_map(|c| c.labels.iter().enumerate().map(|(i, v)| value_ids[i][v.as_str()]))
-            .collect();
+        Self::with_depth(matrix, matrix.dimensions().len())
+    }
 
-        // Every distinct key, then sorted: coarsest first, then dimension and value order (a
-        // fixed value sorts before a free dimension, so `{az=a}` precedes `{tenant=acme}`).
-        let subsets = 1usize << d;
-        let key_of = |cell: usize, mask: usize| -> Vec<u32> {
-            (0..d).map(|i| if mask & (1 << i) != 0 { cell_values[cell * d + i] + 1 } else { FREE }).collect()
-        };
-        let mut distinct: Vec<Vec<u32>> = {
-            let mut seen = std::collections::HashSet::new();
-            for cell in 0..matrix.len() {
-                for mask in 0..subsets {
-                    seen.insert(key_of(cell, mask));
+    /// Enumerates the scopes of `matrix` that fix at most `depth` dimensions, and each cell's
+    /// own scope (every dimension fixed). With `depth` at least the number of dimensions this is
+    /// [`ScopeIndex::new`]; a smaller one bounds the index of a wide snapshot to about
+    /// `cells x (scopes of at most depth dimensions + 1)` entries.
+    pub fn with_depth(matrix: &Matrix, depth: usize) -> Result<Self, CorrelatorError> {
+        Self::pruned(matrix, depth, |_| true)
+    }
+
+    /// [`ScopeIndex::with_depth`], keeping only the scopes whose cells `keep` accepts (the
+    /// global scope and the cells' own scopes are always kept). `keep` must accept a scope
+    /// whenever it accepts one of its sub-scopes (fewer cells), so every kept scope's coarser
+    /// scopes are kept too. A cell's entry in [`ScopeIndex::scopes_of`] for a scope left out is
+    /// [`NO_SCOPE`]. Canonical means first among the kept scopes with the same cells (a cell's
+    /// own scope, kept whatever `keep` says, stands for itself when the rest were left out).
+    pub fn pruned(
+        matrix: &Matrix,
+        depth: usize,
+        keep: impl Fn(&[u32]) -> bool,
+    ) -> Result<Self, CorrelatorError> {
+        let layout = Layout::new(matrix, depth)?;
+        let Layout { d, n, values, cell_values, masks, slots } = layout;
+        let value = |cell: u32, i: usize| cell_values[cell as usize * d + i];
+        let order_key = |mask: u16, cell: u32, i: usize| order_key(&cell_values, d, mask, cell, i);
+
+        // Per mask, the cells sorted by their values there: each run of equal values is a scope.
+        struct Group {
+            mask: u16,
+            start: u32,
+            len: u32,
+        }
+        let full = (1u16 << d).wrapping_sub(1);
+        let mut kept: Vec<u32> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut buf = Vec::with_capacity(n);
+        // A scope of one cell has that cell's set, which the cells' own scopes count. Larger sets
+        // are told apart by their closure (its mask, and a 64-bit hash of its values).
+        let mut sets: std::collections::HashSet<(usize, u64)> = std::collections::HashSet::new();
+        for &mask in &masks {
+            for_each_group(&cell_values, d, n, mask, &mut buf, |cells| {
+                if cells.len() > 1 {
+                    let closure = closure(&cell_values, d, cells);
+                    sets.insert((closure, values_hash(&cell_values, d, closure, cells[0])));
                 }
-            }
-            seen.into_iter().collect()
-        };
-        let order = |k: &Vec<u32>| -> (usize, Vec<u32>) {
-            let fixed = k.iter().filter(|&&v| v != FREE).count();
-            (fixed, k.iter().map(|&v| if v == FREE { u32::MAX } else { v }).collect())
-        };
-        distinct.sort_by_cached_key(order);
-        let id_of: HashMap<&[u32], ScopeId> =
-            distinct.iter().enumerate().map(|(i, k)| (k.as_slice(), i as ScopeId)).collect();
+                if mask == 0 || mask == full || keep(cells) {
+                    groups.push(Group { mask, start: kept.len() as u32, len: cells.len() as u32 });
+                    kept.extend_from_slice(cells);
+                }
+            });
+        }
+        let first = |g: &Group| kept[g.start as usize];
+        groups.sort_by(|a, b| {
+            a.mask.count_ones().cmp(&b.mask.count_ones()).then_with(|| {
+                (0..d)
+                    .map(|i| order_key(a.mask, first(a), i).cmp(&order_key(b.mask, first(b), i)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+        });
 
-        let mut cell_scopes = Vec::with_capacity(matrix.len() * subsets);
-        for cell in 0..matrix.len() {
-            for mask in 0..subsets {
-                cell_scopes.push(id_of[key_of(cell, mask).as_slice()]);
+        let n_scopes = groups.len();
+        let mut cells_start = Vec::with_capacity(n_scopes + 1);
+        let mut scope_cells = Vec::with_capacity(kept.len());
+        let mut cell_scopes = vec![NO_SCOPE; n * masks.len()];
+        for (id, g) in groups.iter().enumerate() {
+            cells_start.push(scope_cells.len() as u32);
+            let slot = slots[g.mask as usize] as usize;
+            for &c in &kept[g.start as usize..(g.start + g.len) as usize] {
+                scope_cells.push(c);
+                cell_scopes[c as usize * masks.len() + slot] = id as ScopeId;
             }
         }
-        let n_scopes = distinct.len();
-        let mut cells_start = vec![0u32; n_scopes + 1];
-        for &s in &cell_scopes {
-            cells_start[s as usize + 1] += 1;
-        }
-        for s in 0..n_scopes {
-            cells_start[s + 1] += cells_start[s];
-        }
-        let mut fill = cells_start.clone();
-        let mut scope_cells = vec![0u32; cell_scopes.len()];
-        for (i, &s) in cell_scopes.iter().enumerate() {
-            scope_cells[fill[s as usize] as usize] = (i / subsets) as u32;
-            fill[s as usize] += 1;
-        }
+        cells_start.push(scope_cells.len() as u32);
+        let scope_masks: Vec<u16> = groups.iter().map(|g| g.mask).collect();
+        let representative: Vec<u32> = groups.iter().map(first).collect();
+        drop(groups);
+        drop(kept);
 
-        // Closure of each scope: the pairs all of its cells share. Same closure, same cells.
+        // Closure of each scope: the pairs all of its cells share. Same closure, same cells. A
+        // closure is named by its own scope when that is indexed, else by its values.
         let mut canonical = vec![0 as ScopeId; n_scopes];
-        let mut first_with_closure: HashMap<Vec<u32>, ScopeId> = HashMap::new();
+        let mut first_with_closure = vec![NO_SCOPE; n_scopes];
+        let mut unindexed: HashMap<Vec<u32>, ScopeId> = HashMap::new();
         for s in 0..n_scopes {
             let cells = &scope_cells[cells_start[s] as usize..cells_start[s + 1] as usize];
-            let first = cells[0] as usize;
-            let closure: Vec<u32> = (0..d)
-                .map(|i| {
-                    let v = cell_values[first * d + i];
-                    let shared = cells.iter().all(|&c| cell_values[c as usize * d + i] == v);
-                    if shared {
-                        v + 1
-                    } else {
-                        FREE
-                    }
-                })
-                .collect();
+            let rep = representative[s];
+            let closure = closure(&cell_values, d, cells);
+            let named_by = match slots[closure] {
+                u16::MAX => NO_SCOPE,
+                slot => cell_scopes[rep as usize * masks.len() + slot as usize],
+            };
             // Ids ascend coarsest first, so the first scope seen with a closure is canonical.
-            canonical[s] = *first_with_closure.entry(closure).or_insert(s as ScopeId);
+            canonical[s] = if named_by == NO_SCOPE {
+                let key: Vec<u32> =
+                    (0..d).map(|i| if closure & (1 << i) != 0 { value(rep, i) + 1 } else { 0 }).collect();
+                *unindexed.entry(key).or_insert(s as ScopeId)
+            } else {
+                let first = &mut first_with_closure[named_by as usize];
+                if *first == NO_SCOPE {
+                    *first = s as ScopeId;
+                }
+                *first
+            };
         }
 
-        let fixed = distinct.iter().map(|k| k.iter().filter(|&&v| v != FREE).count() as u8).collect();
         Ok(ScopeIndex {
             dimensions: matrix.dimensions().to_vec(),
-            cell_count: matrix.len(),
+            cell_count: n,
             values,
             cell_values,
-            keys: distinct.into_iter().flatten().collect(),
-            fixed,
+            masks,
+            slots,
+            scope_masks,
+            representative,
             canonical,
             cell_scopes,
             cells_start,
             scope_cells,
+            cell_sets: n + sets.len(),
         })
+    }
+
+    /// How many distinct cell sets the scopes enumerated have, those [`ScopeIndex::pruned`] left
+    /// out included: what a search over the index tests. Without pruning, the canonical scopes.
+    pub fn cell_sets(&self) -> usize {
+        self.cell_sets
     }
 
     pub fn dimensions(&self) -> &[String] {
@@ -166,7 +210,7 @@ impl ScopeIndex {
     }
 
     pub fn scope_count(&self) -> usize {
-        self.fixed.len()
+        self.scope_masks.len()
     }
 
     /// The value id of `cell` in dimension `d`.
@@ -174,10 +218,29 @@ impl ScopeIndex {
         self.cell_values[cell * self.dimensions.len() + d]
     }
 
-    /// Every scope containing `cell`, the global scope first.
+    /// Every indexed scope containing `cell`, the global scope first, in mask order: with every
+    /// depth indexed, the scope fixing the dimensions of mask `m` is at position `m`.
     pub fn scopes_of(&self, cell: usize) -> &[ScopeId] {
-        let n = 1usize << self.dimensions.len();
+        let n = self.masks.len();
         &self.cell_scopes[cell * n..(cell + 1) * n]
+    }
+
+    /// The scope of `cell` that fixes exactly the dimensions of `mask`, if that depth is indexed
+    /// and the scope kept.
+    pub fn scope_of(&self, cell: usize, mask: usize) -> Option<ScopeId> {
+        let slot = *self.slots.get(mask)?;
+        let s = (slot != u16::MAX).then(|| self.cell_scopes[cell * self.masks.len() + slot as usize])?;
+        (s != NO_SCOPE).then_some(s)
+    }
+
+    /// Whether scopes fixing the dimensions of `mask` are indexed.
+    pub fn indexes_mask(&self, mask: usize) -> bool {
+        self.slots.get(mask).is_some_and(|&s| s != u16::MAX)
+    }
+
+    /// Number of (cell, scope) memberships: the size of the index.
+    pub fn memberships(&self) -> usize {
+        self.scope_cells.len()
     }
 
     /// Cells of `scope`, ascending.
@@ -193,7 +256,7 @@ impl ScopeIndex {
 
     /// Number of fixed dimensions.
     pub fn fixed_count(&self, scope: ScopeId) -> u32 {
-        u32::from(self.fixed[scope as usize])
+        self.scope_masks[scope as usize].count_ones()
     }
 
     /// Whether `scope` stands for its cell set (no coarser scope has exactly the same cells).
@@ -201,15 +264,10 @@ impl ScopeIndex {
         self.canonical[scope as usize] == scope
     }
 
-    /// Bit `d` set for each dimension `scope` fixes: the index of `scope` in
-    /// [`ScopeIndex::scopes_of`] of any of its cells.
+    /// Bit `d` set for each dimension `scope` fixes: [`ScopeIndex::scope_of`] any of its cells
+    /// and this mask is `scope`.
     pub fn mask(&self, scope: ScopeId) -> usize {
-        let d = self.dimensions.len();
-        self.keys[scope as usize * d..][..d]
-            .iter()
-            .enumerate()
-            .filter(|(_, &k)| k != FREE)
-            .fold(0, |m, (i, _)| m | (1 << i))
+        usize::from(self.scope_masks[scope as usize])
     }
 
     /// Number of canonical scopes: the distinct cell sets a verdict can blame.
@@ -219,8 +277,8 @@ impl ScopeIndex {
 
     /// The value id `scope` fixes dimension `d` to, if it does.
     pub fn fixed_value(&self, scope: ScopeId, d: usize) -> Option<u32> {
-        let k = self.keys[scope as usize * self.dimensions.len() + d];
-        (k != FREE).then(|| k - 1)
+        let s = scope as usize;
+        (self.scope_masks[s] & (1 << d) != 0).then(|| self.cell_value(self.representative[s] as usize, d))
     }
 
     /// `(dimension, value)` pairs the scope fixes, in dimension order.
@@ -241,70 +299,20 @@ impl ScopeIndex {
         }
     }
 
-    /// The scope fixing exactly `pairs` (dimension name, value), if it has cells.
+    /// The scope fixing exactly `pairs` (dimension name, value), if it has cells and its depth
+    /// is indexed.
     pub fn find(&self, pairs: &[(&str, &str)]) -> Option<ScopeId> {
-        let d = self.dimensions.len();
-        let mut key = vec![FREE; d];
+        let mut fixed: Vec<(usize, u32)> = Vec::with_capacity(pairs.len());
         for (dim, value) in pairs {
             let i = self.dimensions.iter().position(|x| x == dim)?;
-            let v = self.values[i].iter().position(|x| x == value)?;
-            key[i] = v as u32 + 1;
+            let v = self.values[i].binary_search_by(|x| x.as_str().cmp(value)).ok()? as u32;
+            fixed.push((i, v));
         }
-        (0..self.scope_count()).map(|s| s as ScopeId).find(|&s| self.keys[s as usize * d..][..d] == key[..])
+        let mask = fixed.iter().fold(0usize, |m, &(i, _)| m | 1 << i);
+        let cell = (0..self.cell_count).find(|&c| fixed.iter().all(|&(i, v)| self.cell_value(c, i) == v))?;
+        self.scope_of(cell, mask)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::correlator::testkit::{grid, nested};
-
-    #[test]
-    fn scopes_of_the_grid() {
-        let m = grid();
-        let index = ScopeIndex::new(&m).unwrap();
-        // Every subset of (az, tenant, protocol, broker) fixed to a cell's values, deduplicated:
-        // {} 1, az 3, tenant 4, protocol 2, broker 6, az+tenant 12, az+protocol 6,
-        // az+broker 6, tenant+protocol 8, tenant+broker 24, protocol+broker 6, then the
-        // triples 24 + 6 + 24 + 24 and the cells 24.
-        assert_eq!(index.scope_count(), 1 + 3 + 4 + 2 + 6 + 12 + 6 + 6 + 8 + 24 + 6 + 24 + 6 + 24 + 24 + 24);
-        assert_eq!(index.describe(0), "*", "the coarsest scope comes first");
-        assert_eq!(index.total(0), 24);
-        let zone_b = index.find(&[("az", "b")]).unwrap();
-        assert_eq!((index.total(zone_b), index.fixed_count(zone_b)), (8, 1));
-        assert!(index.is_canonical(zone_b));
-        assert!(index.cells(zone_b).iter().all(|&c| m.cells()[c as usize].labels[0] == "b"));
-        // A broker is its zone and protocol: only the broker stands for those cells.
-        let broker = index.find(&[("broker", "k-b")]).unwrap();
-        let zone_protocol = index.find(&[("az", "b"), ("protocol", "kafka")]).unwrap();
-        assert_eq!(index.cells(broker), index.cells(zone_protocol));
-        assert!(index.is_canonical(broker) && !index.is_canonical(zone_protocol));
-        assert_eq!(index.find(&[("az", "d")]), None);
-        assert_eq!(
-            index.describe(index.find(&[("tenant", "acme"), ("az", "b")]).unwrap()),
-            "az=b&tenant=acme"
-        );
-        // Each cell lies in 2^4 scopes, the global one first, indexed by the mask of fixed
-        // dimensions.
-        assert_eq!(index.scopes_of(5).len(), 16);
-        assert_eq!(index.scopes_of(5)[0], 0);
-        let cell = index.cells(zone_b)[0] as usize;
-        assert_eq!(index.mask(zone_b), 1);
-        assert_eq!(index.scopes_of(cell)[index.mask(zone_b)], zone_b);
-        assert_eq!(index.mask(broker), 8);
-        // Of the 16 scopes that hold the same cells in pairs, only one of each pair counts.
-        assert!(index.canonical_count() < index.scope_count());
-    }
-
-    #[test]
-    fn nested_brokers_keep_the_zone_protocol_scope() {
-        let index = ScopeIndex::new(&nested()).unwrap();
-        // Two Kafka brokers per zone: {az=b, protocol=kafka} holds both and stands for itself.
-        let zone_kafka = index.find(&[("az", "b"), ("protocol", "kafka")]).unwrap();
-        assert_eq!(index.total(zone_kafka), 8);
-        assert!(index.is_canonical(zone_kafka));
-        // The RabbitMQ node is alone in its zone: {az=b, protocol=amqp} is {broker=r-b}.
-        let zone_amqp = index.find(&[("az", "b"), ("protocol", "amqp")]).unwrap();
-        assert!(!index.is_canonical(zone_amqp));
-    }
-}
+mod tests;

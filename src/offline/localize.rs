@@ -18,6 +18,15 @@
 //! this is not a set cover of failing cells: the live verdict judges debounced cell states,
 //! `localize` judges probe counts.
 //!
+//! Limits. A snapshot has at most [`MAX_LEAVES`] rows (and its file at most 256 MiB). Every
+//! scope is searched when `leaves x 2^columns` is at most [`MAX_MEMBERSHIPS`] (a 10-column
+//! snapshot of up to 16,384 rows); beyond, the scopes fixing at most as many columns as fit in
+//! that budget, plus each leaf itself (`searched_depth` in the output says how deep it went). Of
+//! the scopes searched, only those whose gain bound can reach the threshold are indexed (see
+//! [`search`]: in a snapshot of high-cardinality columns, nearly every deep scope is a leaf or
+//! two and cannot); the search tests at most [`search::MAX_CANDIDATES`] of them a step and
+//! chooses at most [`search::MAX_SCOPES`].
+//!
 //! A leaf is *failing* on its own counts when its failure ratio is well above its baseline, by a
 //! one-sided binomial test: with `p0 = max(baseline, 0.001)`, `z = (failures - attempts * p0) /
 //! sqrt(attempts * p0 * (1 - p0))`; failing when `attempts >= 1`, `z >= 3` and `failures /
@@ -41,6 +50,12 @@ pub const Z_THRESHOLD: f64 = 3.0;
 pub const RATIO_MARGIN: f64 = 0.05;
 /// Floor of the baseline in the z test, so a zero baseline still has a variance.
 pub const MIN_BASELINE: f64 = 0.001;
+/// Most rows of a snapshot.
+pub const MAX_LEAVES: usize = 1_000_000;
+/// Most (leaf, scope) pairs enumerated: leaves times the scopes of each leaf up to the depth
+/// searched. This bounds the time to enumerate and count the scopes and the memory of the index
+/// (4 bytes a pair; of the scopes themselves only those that can qualify are kept).
+pub const MAX_MEMBERSHIPS: usize = 1 << 24;
 
 /// Why a snapshot could not be read or scored.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +184,9 @@ pub fn parse_csv(text: &str) -> Result<Snapshot, LocalizeError> {
         if let Some(first) = seen.insert(leaf_labels.clone(), line) {
             return Err(line_error(line, format!("the same leaf as line {first}")));
         }
+        if leaves.len() == MAX_LEAVES {
+            return Err(line_error(line, format!("more than {MAX_LEAVES} rows")));
+        }
         labels.push(leaf_labels);
         leaves.push(Leaf { attempts, failures, baseline });
     }
@@ -236,6 +254,9 @@ pub struct Localization {
     pub unexplained_failing_leaves: usize,
     /// The gain a scope needed to be named: `ln(scopes searched / 0.01)`.
     pub gain_threshold: f64,
+    /// The most label columns a searched scope fixes, leaves aside: every column unless the
+    /// snapshot is too large to index every scope (see the module documentation).
+    pub searched_depth: usize,
     /// Strongest first: the largest gain, then fewer fixed dimensions.
     pub scopes: Vec<LocalizedScope>,
 }
@@ -250,7 +271,16 @@ impl Localization {
 /// Scores `snapshot`; of `settings` only `min_failing_cells` is used, as the fewest leaves a
 /// named scope has (a lone leaf is never a scope, as in the live verdict).
 pub fn localize(snapshot: &Snapshot, settings: &CorrelatorSettings) -> Result<Localization, LocalizeError> {
-    let index = ScopeIndex::new(&snapshot.matrix)?;
+    localize_within(snapshot, settings, MAX_MEMBERSHIPS)
+}
+
+/// [`localize`] with an index of at most `memberships` entries.
+fn localize_within(
+    snapshot: &Snapshot,
+    settings: &CorrelatorSettings,
+    memberships: usize,
+) -> Result<Localization, LocalizeError> {
+    let depth = searchable_depth(snapshot.leaves.len(), snapshot.matrix.dimensions().len(), memberships);
     let counts: Vec<LeafCounts> = snapshot
         .leaves
         .iter()
@@ -260,7 +290,13 @@ pub fn localize(snapshot: &Snapshot, settings: &CorrelatorSettings) -> Result<Lo
             expected: l.baseline.max(MIN_BASELINE),
         })
         .collect();
-    let search = Search::new(&index, &counts, settings.min_failing_cells);
+    // Only scopes that can qualify are indexed. The threshold counts every scope searched, known
+    // once they are enumerated; meanwhile the index keeps what could pass the lowest threshold
+    // they can make (each leaf is a cell set of its own).
+    let own = Search::own_gains(&counts);
+    let floor = search::threshold(snapshot.leaves.len());
+    let index = ScopeIndex::pruned(&snapshot.matrix, depth, |cells| Search::can_qualify(&own, cells, floor))?;
+    let search = Search::searching(&index, &counts, settings.min_failing_cells, index.cell_sets());
     let found = search.run();
     let failing: Vec<bool> = snapshot.leaves.iter().map(Leaf::is_failing).collect();
     let mut covered = vec![false; failing.len()];
@@ -279,6 +315,7 @@ pub fn localize(snapshot: &Snapshot, settings: &CorrelatorSettings) -> Result<Lo
         failing_leaves,
         unexplained_failing_leaves: (0..failing.len()).filter(|&i| failing[i] && !covered[i]).count(),
         gain_threshold: search.threshold(),
+        searched_depth: depth,
         scopes: found
             .iter()
             .map(|f| LocalizedScope {
@@ -290,6 +327,22 @@ pub fn localize(snapshot: &Snapshot, settings: &CorrelatorSettings) -> Result<Lo
             })
             .collect(),
     })
+}
+
+/// The deepest scopes (most fixed columns) whose index fits `memberships` entries: each leaf is
+/// in one scope per subset of at most `depth` columns, and in its own.
+pub fn searchable_depth(leaves: usize, columns: usize, memberships: usize) -> usize {
+    let mut subsets = 0usize;
+    let mut choose = 1usize;
+    for depth in 0..=columns {
+        subsets += choose;
+        let own = usize::from(depth < columns);
+        if leaves.saturating_mul(subsets + own) > memberships {
+            return depth.saturating_sub(1);
+        }
+        choose = choose * (columns - depth) / (depth + 1);
+    }
+    columns
 }
 
 /// The figures of [`ScopeEvidence`], with the same meaning as in the live verdict; a failing

@@ -128,3 +128,45 @@ impl SplitMix {
         ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }
+
+/// Label columns of [`wide_snapshot_csv`] and how many values each has (`0`: one per row).
+pub const WIDE_COLUMNS: [(&str, u64); 10] = [
+    ("az", 3),
+    ("tenant", 20),
+    ("protocol", 2),
+    ("broker", 50),
+    ("rack", 100),
+    ("host", 300),
+    ("client", 1000),
+    ("topic", 2000),
+    ("partition", 5000),
+    ("session", 0),
+];
+
+/// A `localize` snapshot of `rows` leaves over the ten high-cardinality label columns of
+/// [`WIDE_COLUMNS`], 100 to 600 attempts each at a 1% failure ratio, plus 30% more in
+/// `az=z1&tenant=t03` (about one leaf in sixty): the shape that made an exhaustive scope index
+/// blow up. Deterministic for a seed.
+pub fn wide_snapshot_csv(rows: u64, seed: u64) -> String {
+    let mut rng = SplitMix(seed);
+    let mut out = WIDE_COLUMNS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(",");
+    out.push_str(",attempts,failures\n");
+    for row in 0..rows {
+        let mut faulty = true;
+        for (i, &(name, values)) in WIDE_COLUMNS.iter().enumerate() {
+            let v = if values == 0 { row } else { rng.next_u64() % values };
+            faulty &= match name {
+                "az" => v == 1,
+                "tenant" => v == 3,
+                _ => true,
+            };
+            let prefix = &name[..1];
+            out.push_str(&if i == 0 { format!("z{v}") } else { format!(",{prefix}{v:02}") });
+        }
+        let attempts = 100 + rng.next_u64() % 501;
+        let p = if faulty { 0.31 } else { 0.01 };
+        let failures = (0..attempts).filter(|_| rng.chance(p)).count();
+        out.push_str(&format!(",{attempts},{failures}\n"));
+    }
+    out
+}

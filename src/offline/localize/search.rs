@@ -48,6 +48,15 @@
 //! cause around it nor makes that cause look heterogeneous. Only scopes of at least
 //! `min_leaves` leaves are reported; lone leaves stay unexplained, as in the live verdict.
 //!
+//! Bounds. Before the search, every scope gets an upper bound of its gain: the sum over its
+//! leaves of each leaf's own best gain at its baseline (a common `r` fits no better than one per
+//! leaf, and refits only raise what leaves expect, which lowers each leaf's gain). Scopes whose
+//! bound is under the threshold can never qualify and are not looked at again; in a snapshot of
+//! many high-cardinality columns that is nearly every deep scope. Each step tests at most
+//! [`MAX_CANDIDATES`] qualifying scopes for homogeneity, strongest first, and at most
+//! [`MAX_SCOPES`] scopes are chosen. How deep the index goes is the caller's (`localize` caps it
+//! by the size of the snapshot).
+//!
 //! Then generalize: a chosen scope is replaced by a homogeneous parent (one fixed dimension
 //! freed) when the jointly refitted model explains the leaves at least as well with the parent
 //! (same number of fitted ratios, so the log-likelihoods compare directly). Of a weak cause under
@@ -56,7 +65,7 @@
 //! below the threshold adds too little and is dropped (the weakest first, then refit). The
 //! reported gain of each kept scope is that leave-one-out gain: how much it adds to the others.
 
-use crate::correlator::scopes::{ScopeId, ScopeIndex};
+use crate::correlator::scopes::{ScopeId, ScopeIndex, NO_SCOPE};
 
 /// Family-wise chance that noise alone names a scope: the gain threshold is `ln(M / ALPHA)`.
 pub const ALPHA: f64 = 0.01;
@@ -70,6 +79,9 @@ pub const MIN_SHIFT: f64 = 0.005;
 pub const BACKFIT_SWEEPS: usize = 4;
 /// At most this many scopes (lone leaves included) are chosen before pruning.
 pub const MAX_SCOPES: usize = 32;
+/// At most this many qualifying scopes, strongest first, are tested for homogeneity in a step;
+/// when none of them is homogeneous the search stops.
+pub const MAX_CANDIDATES: usize = 64;
 
 /// Counts of one leaf and the failure ratio it is expected to have.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,6 +115,21 @@ pub fn gain(attempts: f64, failures: f64, expected: f64) -> f64 {
     let rest = attempts - failures;
     let term = if rest > 0.0 { rest * (rest / (attempts - expected)).ln() } else { 0.0 };
     failures * (failures / expected).ln() + term
+}
+
+/// The gain threshold when `searched` canonical scopes are searched: `ln(M / ALPHA)`.
+pub fn threshold(searched: usize) -> f64 {
+    (searched.max(1) as f64 / ALPHA).ln()
+}
+
+/// A leaf's own best gain at its expected ratio: the most it adds to any scope's gain.
+fn own_gain(leaf: &LeafCounts) -> f64 {
+    gain(leaf.attempts as f64, leaf.failures as f64, leaf.attempts as f64 * leaf.expected)
+}
+
+/// Whether a gain bound reaches the threshold (a bound a hair under it, by rounding, does).
+fn may_reach(bound: f64, threshold: f64) -> bool {
+    bound >= threshold * (1.0 - 1e-9)
 }
 
 /// One leaf's failure term of the gain at extra ratio `r`: `f ln(1 + r (1 - e) / e)`.
@@ -146,10 +173,13 @@ impl Sums {
     }
 }
 
-/// Whether every cell of `small` is in `big`.
-fn inside_of(index: &ScopeIndex, small: ScopeId, big: ScopeId) -> bool {
-    let big = index.cells(big);
-    index.cells(small).iter().all(|c| big.binary_search(c).is_ok())
+/// The dimensions on which every cell of `scope` agrees.
+fn closure(index: &ScopeIndex, scope: ScopeId) -> usize {
+    let cells = index.cells(scope);
+    let first = cells[0] as usize;
+    (0..index.dimensions().len())
+        .filter(|&d| cells.iter().all(|&c| index.cell_value(c as usize, d) == index.cell_value(first, d)))
+        .fold(0usize, |m, d| m | 1 << d)
 }
 
 /// The search over one snapshot.
@@ -158,7 +188,10 @@ pub struct Search<'a> {
     leaves: &'a [LeafCounts],
     min_leaves: u32,
     /// Canonical scopes: the `M` of the threshold.
-    searched: Vec<ScopeId>,
+    searched: usize,
+    /// The canonical scopes whose gain bound reaches the threshold: the only ones that can
+    /// qualify.
+    candidates: Vec<ScopeId>,
     threshold: f64,
 }
 
@@ -166,10 +199,53 @@ impl<'a> Search<'a> {
     /// Prepares the search; `leaves` are in the index's cell order; scopes of fewer than
     /// `min_leaves` leaves are fitted but not reported.
     pub fn new(index: &'a ScopeIndex, leaves: &'a [LeafCounts], min_leaves: u32) -> Self {
-        let searched: Vec<ScopeId> =
-            (0..index.scope_count() as ScopeId).filter(|&s| index.is_canonical(s)).collect();
-        let threshold = (searched.len().max(1) as f64 / ALPHA).ln();
-        Search { index, leaves, min_leaves, searched, threshold }
+        Self::searching(index, leaves, min_leaves, index.canonical_count())
+    }
+
+    /// [`Search::new`] on an index pruned to the scopes that can qualify (see
+    /// [`Search::can_qualify`]), of the `searched` canonical scopes the threshold counts.
+    pub fn searching(
+        index: &'a ScopeIndex,
+        leaves: &'a [LeafCounts],
+        min_leaves: u32,
+        searched: usize,
+    ) -> Self {
+        let threshold = threshold(searched);
+        let mut bound = vec![0.0f64; index.scope_count()];
+        for (cell, leaf) in leaves.iter().enumerate() {
+            let own = own_gain(leaf);
+            if own > 0.0 {
+                for &s in index.scopes_of(cell).iter().filter(|&&s| s != NO_SCOPE) {
+                    bound[s as usize] += own;
+                }
+            }
+        }
+        let candidates = (0..index.scope_count() as ScopeId)
+            .filter(|&s| index.is_canonical(s) && may_reach(bound[s as usize], threshold))
+            .collect();
+        Search { index, leaves, min_leaves, searched, candidates, threshold }
+    }
+
+    /// Each leaf's own best gain at its expected ratio: the most it adds to any scope's gain.
+    pub fn own_gains(leaves: &[LeafCounts]) -> Vec<f64> {
+        leaves.iter().map(own_gain).collect()
+    }
+
+    /// Whether a scope of these cells can ever qualify against `threshold`: the sum of their
+    /// [`Search::own_gains`] (its gain bound) reaches it. Grows with the cells, as a pruned
+    /// index needs.
+    pub fn can_qualify(own_gains: &[f64], cells: &[u32], threshold: f64) -> bool {
+        may_reach(cells.iter().map(|&c| own_gains[c as usize]).sum(), threshold)
+    }
+
+    /// `M`: the canonical scopes searched, the bound ones included.
+    pub fn searched(&self) -> usize {
+        self.searched
+    }
+
+    /// The scopes whose gain bound let them be candidates at all.
+    pub fn candidates(&self) -> usize {
+        self.candidates.len()
     }
 
     /// The gain a scope must reach: `ln(M / ALPHA)`.
@@ -186,7 +262,7 @@ impl<'a> Search<'a> {
         while chosen.len() < MAX_SCOPES {
             self.gains(&expected, &mut sums, &mut gains);
             let mut qualifying: Vec<(ScopeId, f64)> = self
-                .searched
+                .candidates
                 .iter()
                 .filter(|&&s| sums[s as usize].shift() >= MIN_SHIFT && gains[s as usize] >= self.threshold)
                 .map(|&s| (s, gains[s as usize]))
@@ -198,6 +274,7 @@ impl<'a> Search<'a> {
             });
             let Some(&(s, _)) = qualifying
                 .iter()
+                .take(MAX_CANDIDATES)
                 .find(|(s, _)| self.is_homogeneous(*s, sums[*s as usize].shift(), &expected))
             else {
                 break;
@@ -214,12 +291,12 @@ impl<'a> Search<'a> {
         sums.fill(Sums::default());
         gains.fill(0.0);
         for (cell, leaf) in self.leaves.iter().enumerate() {
-            for &s in self.index.scopes_of(cell) {
+            for &s in self.index.scopes_of(cell).iter().filter(|&&s| s != NO_SCOPE) {
                 sums[s as usize].add(leaf, expected[cell]);
             }
         }
         for (cell, leaf) in self.leaves.iter().enumerate() {
-            for &s in self.index.scopes_of(cell) {
+            for &s in self.index.scopes_of(cell).iter().filter(|&&s| s != NO_SCOPE) {
                 let r = sums[s as usize].shift();
                 if r > 0.0 {
                     gains[s as usize] += failure_term(leaf.failures, expected[cell], r);
@@ -353,33 +430,39 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// The canonical scopes just above `scope`: of the scopes that fix some of the labels its
-    /// cells share (a broker's cells share its zone and protocol too) and hold more cells, those
-    /// that contain no other such scope.
+    /// The canonical scopes just above `scope`: of the indexed scopes that fix some of the
+    /// labels its cells share (a broker's cells share its zone and protocol too) and hold more
+    /// cells, those that contain no other such scope.
     fn parents(&self, scope: ScopeId) -> Vec<ScopeId> {
         let index = self.index;
-        let cells = index.cells(scope);
-        let first = cells[0] as usize;
-        let shared: Vec<(&str, &str)> = (0..index.dimensions().len())
-            .filter(|&d| cells.iter().all(|&c| index.cell_value(c as usize, d) == index.cell_value(first, d)))
-            .map(|d| {
-                (
-                    index.dimensions()[d].as_str(),
-                    index.values(d)[index.cell_value(first, d) as usize].as_str(),
-                )
-            })
-            .collect();
+        let first = index.cells(scope)[0] as usize;
+        let shared = closure(index, scope);
+        // Every subset of the shared dimensions, in ascending mask order: the scope of `first`
+        // that fixes them.
+        let mut subsets = vec![shared];
+        let mut mask = shared;
+        while mask != 0 {
+            mask = (mask - 1) & shared;
+            subsets.push(mask);
+        }
         let mut above: Vec<ScopeId> = Vec::new();
-        for mask in 0..(1u32 << shared.len()) {
-            let pairs: Vec<(&str, &str)> =
-                shared.iter().enumerate().filter(|&(j, _)| mask & (1 << j) != 0).map(|(_, &p)| p).collect();
-            if let Some(p) = index.find(&pairs) {
+        for mask in subsets.into_iter().rev() {
+            if let Some(p) = index.scope_of(first, mask) {
                 if index.is_canonical(p) && index.total(p) > index.total(scope) && !above.contains(&p) {
                     above.push(p);
                 }
             }
         }
-        above.iter().copied().filter(|&p| !above.iter().any(|&q| q != p && inside_of(index, q, p))).collect()
+        // All of them hold `first`, so `q` lies inside `p` exactly when `q`'s cells agree on
+        // every dimension `p` fixes.
+        let closures: Vec<usize> = above.iter().map(|&q| closure(index, q)).collect();
+        (0..above.len())
+            .filter(|&i| {
+                let fixed = index.mask(above[i]);
+                !(0..above.len()).any(|j| j != i && closures[j] & fixed == fixed)
+            })
+            .map(|i| above[i])
+            .collect()
     }
 
     /// Drops chosen scopes that add less than the threshold to the others; the figures of the

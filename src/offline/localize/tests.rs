@@ -238,3 +238,34 @@ fn the_background_is_the_middle_of_the_probes() {
     assert!(s.leaves.iter().all(|l| l.baseline == 0.014));
     assert_eq!(localize(&s, &CorrelatorSettings::default()).unwrap().to_text(), "az=b\n");
 }
+
+#[test]
+fn the_index_depth_fits_the_budget() {
+    // (leaves, columns, budget, depth)
+    let cases = [
+        (360, 5, MAX_MEMBERSHIPS, 5),
+        (16_384, 10, MAX_MEMBERSHIPS, 10),
+        (16_385, 10, MAX_MEMBERSHIPS, 8),
+        (5000, 10, MAX_MEMBERSHIPS, 10),
+        (100_000, 10, MAX_MEMBERSHIPS, 2),
+        (MAX_LEAVES, 10, MAX_MEMBERSHIPS, 1),
+        (10, 3, 10, 0),
+    ];
+    for (leaves, columns, budget, depth) in cases {
+        assert_eq!(searchable_depth(leaves, columns, budget), depth, "{leaves} leaves, {columns} columns");
+    }
+}
+
+#[test]
+fn a_wide_snapshot_is_searched_within_its_bounds() {
+    use crate::correlator::testkit::wide_snapshot_csv;
+    let snapshot = parse_csv(&wide_snapshot_csv(600, 7)).unwrap();
+    let settings = CorrelatorSettings::default();
+    // A budget that holds every scope, and one that holds the scopes of two columns at most.
+    let full = localize_within(&snapshot, &settings, usize::MAX).unwrap();
+    let capped = localize_within(&snapshot, &settings, 600 * 57).unwrap();
+    assert_eq!((full.searched_depth, capped.searched_depth), (10, 2));
+    for found in [&full, &capped] {
+        assert_eq!(found.to_text(), "az=z1&tenant=t03\n", "depth {}", found.searched_depth);
+    }
+}
