@@ -30,6 +30,11 @@ pub(super) fn expand(
     let mut dimensions: Vec<String> = BASE_DIMENSIONS.iter().map(|d| d.to_string()).collect();
     if let Some((first, _)) = targets.first() {
         dimensions.extend(first.labels.keys().cloned());
+        // Targets with other label keys are already reported; their cells would not fit the
+        // dimensions.
+        if targets.iter().any(|(t, _)| !t.labels.keys().eq(first.labels.keys())) {
+            return None;
+        }
     }
     // The first tenant of each name; later duplicates are already reported and take no part.
     let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
@@ -375,6 +380,20 @@ kafka = { topic = "p-globex" }
         ]
         .concat();
         assert_eq!(ids(&both), ["k-plain/acme", "k-sasl/acme"]);
+    }
+
+    #[test]
+    fn targets_with_other_label_keys_are_reported_not_expanded() {
+        // The first target lacks the label the second has: one problem, no panic.
+        let toml = [
+            target("k-a", "kafka", "a", ""),
+            target("k-b", "kafka", "b", "labels = { network = \"public\" }"),
+            TENANTS.into(),
+        ]
+        .concat();
+        let err = ValidatedConfig::parse(&toml, Path::new("t")).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert!(err.problems()[0].message.contains("every target must carry the same label keys"), "{err}");
     }
 
     #[test]
