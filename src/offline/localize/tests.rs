@@ -1,4 +1,5 @@
-//! Localize: CSV errors, the leaf test, and the search on hand-made and generated snapshots.
+//! Localize: CSV errors, the leaf test, the gain statistic, and the search on hand-made and
+//! generated snapshots.
 
 use super::*;
 
@@ -267,5 +268,40 @@ fn a_wide_snapshot_is_searched_within_its_bounds() {
     assert_eq!((full.searched_depth, capped.searched_depth), (10, 2));
     for found in [&full, &capped] {
         assert_eq!(found.to_text(), "az=z1&tenant=t03\n", "depth {}", found.searched_depth);
+    }
+}
+
+// The statistic of `search`.
+
+#[test]
+fn gain_is_the_binomial_log_likelihood_ratio() {
+    // (attempts, failures, expected, gain), the gains computed apart from this code.
+    let cases = [
+        (1000.0, 20.0, 10.0, 3.913619576461304),
+        (300.0, 300.0, 3.0, 1381.5510557964276),
+        (12000.0, 480.0, 120.0, 310.93178549654533),
+        (300.0, 12.0, 3.0, 7.773294637413631),
+        (100.0, 5.0, 5.0, 0.0),
+        (100.0, 2.0, 5.0, 0.0),
+        (0.0, 0.0, 0.0, 0.0),
+    ];
+    for (n, f, e, want) in cases {
+        let got = search::gain(n, f, e);
+        assert!((got - want).abs() < 1e-9, "gain({n}, {f}, {e}) = {got}, want {want}");
+    }
+}
+
+#[test]
+fn noise_reaches_the_gain_rarely() {
+    // The Chernoff bound: P(F >= f) <= exp(-gain). Exact binomial tails for n = 200, p = 0.02.
+    let (n, p) = (200u32, 0.02f64);
+    let pmf = |k: u32| -> f64 {
+        let ln_choose: f64 = (0..k).map(|i| f64::from(n - i).ln() - f64::from(i + 1).ln()).sum();
+        (ln_choose + f64::from(k) * p.ln() + f64::from(n - k) * (1.0 - p).ln()).exp()
+    };
+    for f in 5..40u32 {
+        let tail: f64 = (f..=n).map(pmf).sum();
+        let bound = (-search::gain(f64::from(n), f64::from(f), f64::from(n) * p)).exp();
+        assert!(tail <= bound, "F >= {f}: tail {tail} above the bound {bound}");
     }
 }
