@@ -33,7 +33,15 @@ pub(super) fn spec<'a>(
     };
     let mut addresses = target.addresses.clone();
     addresses.sort();
-    let key = hash(&(&addresses, &properties, &ca, k.fetch_wait, target.probe.timeout, k.topic_retention, target.probe.interval));
+    let key = hash(&(
+        &addresses,
+        &properties,
+        &ca,
+        k.fetch_wait,
+        target.probe.timeout,
+        k.topic_retention,
+        target.probe.interval,
+    ));
     let config = KafkaClientConfig {
         bootstrap: target.addresses.join(","),
         properties,

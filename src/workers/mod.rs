@@ -193,7 +193,7 @@ impl WorkerPool {
             .matrix
             .cells()
             .iter()
-            .map(|c| CellSpec::resolve(config, c, &mut reads))
+            .map(|c| CellSpec::resolve(config, self.instance, c, &mut reads))
             .collect::<Result<_, _>>()?;
         let running = |i: usize| previous[i].map(|p| &self.running[p]);
         let mut fresh = HashMap::new();
@@ -322,10 +322,15 @@ impl WorkerPool {
         self.clients.reconnects()
     }
 
-    /// Stops the workers (letting probes in flight end), then the clients, each within its
+    /// Stops the workers (letting probes in flight end, then releasing what their cells hold on
+    /// the brokers: a process's probe queues go with it), then the clients, each within its
     /// grace period.
     pub async fn stop(&mut self) -> Result<(), Stuck> {
-        let grace = self.longest_timeout + GRACE;
+        // A probe in flight may take a timeout to end, and the release another.
+        let grace = self.longest_timeout * 2 + GRACE;
+        for r in &self.running {
+            r.retire.store(true, Ordering::Relaxed);
+        }
         self.shutdown.workers().cancel();
         let workers = async {
             for r in &mut self.running {
