@@ -130,6 +130,7 @@ impl Daemon {
             metrics: metrics.clone(),
             published: published.clone(),
             reload: reload.clone(),
+            lifecycle: config.daemon.web.enable_lifecycle,
         });
         let scheme = web.scheme();
         let server = shutdown.spawn(server::serve(listener, shared, web, shutdown.server().clone()));

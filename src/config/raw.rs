@@ -52,6 +52,7 @@ pub struct RawWeb {
     pub max_connections: Option<Spanned<i64>>,
     pub header_read_timeout: Option<Str>,
     pub idle_timeout: Option<Str>,
+    pub enable_lifecycle: Option<bool>,
 }
 
 /// Probe settings: the defaults under `[probe]`, and the per-target overrides.

@@ -1,7 +1,7 @@
 //! `[daemon.web]`: TLS and HTTP basic authentication of the daemon's own endpoints, modelled on
 //! the web configuration of Prometheus's exporter-toolkit (`tls_server_config` and
 //! `basic_auth_users`), with the same meaning for the same keys; and the server's own limits
-//! (connections, timeouts).
+//! (connections, timeouts) and whether `POST /-/reload` answers.
 //!
 //! The files are read and parsed at check time, so `crossprobe check` catches a missing file, a
 //! key that is not PEM or a key that does not belong to the certificate before a deployment
@@ -18,7 +18,7 @@ use super::values::{self, Limits};
 use crate::pem;
 
 /// `[daemon.web]`; the default (section absent) is plain HTTP without authentication, with the
-/// default limits.
+/// default limits and `POST /-/reload` off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSettings {
     /// Serve HTTPS instead of HTTP.
@@ -34,6 +34,8 @@ pub struct WebSettings {
     /// A kept-alive connection waiting for its next request, or a response that the client does
     /// not read, is closed after this long without progress.
     pub idle_timeout: Duration,
+    /// Whether `POST /-/reload` answers, like Prometheus's `--web.enable-lifecycle`.
+    pub enable_lifecycle: bool,
 }
 
 /// Defaults of the limits, in `config/crossprobe.toml` too.
@@ -49,6 +51,7 @@ impl Default for WebSettings {
             max_connections: MAX_CONNECTIONS,
             header_read_timeout: HEADER_READ_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            enable_lifecycle: false,
         }
     }
 }
@@ -110,6 +113,7 @@ pub(super) fn web(p: &mut Problems, raw: Option<&RawWeb>) -> WebSettings {
             HEADER_READ_TIMEOUT,
         ),
         idle_timeout: timeout(p, "idle_timeout", raw.idle_timeout.as_ref(), IDLE_TIMEOUT),
+        enable_lifecycle: raw.enable_lifecycle.unwrap_or(false),
     }
 }
 

@@ -1,10 +1,12 @@
 //! `[daemon.web]` applied to the HTTP server: HTTPS (with optional client certificates) and
 //! basic authentication, for every endpoint, in the manner of Prometheus's exporter-toolkit;
-//! and the connection cap and timeouts.
+//! the connection cap and timeouts; and the check that keeps other web sites' pages away from
+//! `POST /-/reload`.
 //!
 //! - [`tls`]: PEM files, the rustls configuration and its reload when the files change.
 //! - [`auth`]: the basic-auth middleware and its memory of successful checks.
 //! - [`connection`]: one connection's handshake, timeouts and end.
+//! - [`origin`]: whether a request comes from another web site's page.
 //!
 //! One accept loop serves HTTP and HTTPS (`axum::serve` takes neither TLS nor timeouts). Each
 //! connection runs in its own task, its TLS handshake included, so a slow client never holds up
@@ -15,6 +17,7 @@
 
 pub mod auth;
 pub mod connection;
+pub mod origin;
 pub mod tls;
 
 use std::sync::Arc;
