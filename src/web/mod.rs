@@ -5,6 +5,7 @@
 //!
 //! - [`tls`]: PEM files, the rustls configuration and its reload when the files change.
 //! - [`auth`]: the basic-auth middleware and its memory of successful checks.
+//! - [`attempts`]: the queue of password checks, taken in turn by client address.
 //! - [`connection`]: one connection's handshake, timeouts and end.
 //! - [`origin`]: whether a request comes from another web site's page.
 //!
@@ -15,6 +16,7 @@
 //! connections that are idle or still sending a request head, let requests in progress finish
 //! for up to [`DRAIN`], then close what is left.
 
+pub mod attempts;
 pub mod auth;
 pub mod connection;
 pub mod origin;
