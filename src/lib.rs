@@ -25,7 +25,7 @@
 //!
 //! Below them all, the `crossprobe-probes` crate: broker I/O only.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod clients;
 pub mod config;
