@@ -214,7 +214,11 @@ impl RunLoop {
     /// entirely validated, its passwords read and its clients created before anything running
     /// changes.
     fn reload(&mut self) -> Result<Applied, ReloadError> {
-        let plan = ReloadPlan::new(self.evaluator.config(), self.watch.load()?)?;
+        let next = self.watch.load()?;
+        for w in &next.warnings {
+            warn!(warning = %w, "the reloaded configuration is valid, but probably not what was meant");
+        }
+        let plan = ReloadPlan::new(self.evaluator.config(), next)?;
         self.evaluator.reload(plan, &mut self.pool)
     }
 

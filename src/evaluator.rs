@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossprobe_probes::tracker::Event;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigError, LoadError, ProbeSettings, ValidatedConfig};
+use crate::config::{ConfigError, LoadError, ProbeSettings, ValidatedConfig, MAX_LISTED_PROBLEMS};
 use crate::correlator::{CellState, Correlator};
 use crate::metrics::Metrics;
 use crate::offline::OutcomeRecord;
@@ -94,7 +94,7 @@ impl Evaluator {
     }
 
     /// Counts and logs the result of a reload: every problem of a refused configuration is
-    /// logged on its own line.
+    /// logged on its own line (the first [`MAX_LISTED_PROBLEMS`], as `check` prints them).
     pub fn reloaded(&mut self, result: &Result<Applied, ReloadError>) {
         self.metrics.reloaded(result.is_ok());
         match result {
@@ -107,7 +107,7 @@ impl Evaluator {
                 "configuration reloaded"
             ),
             Err(ReloadError::Invalid(LoadError::Config(ConfigError::Invalid { file, problems }))) => {
-                for p in problems {
+                for p in problems.iter().take(MAX_LISTED_PROBLEMS) {
                     error!(problem = %p.render(file), "configuration reload refused");
                 }
                 error!(

@@ -22,6 +22,7 @@
 //!    [`pem`]: PEM certificate and key files, read alike by `check` and the HTTPS server.
 //!    [`shutdown`]: the cancellation tree and task tracker every task hangs off.
 //! 8. [`matrix`]: cells (one target x one tenant) and the dimensions that label them.
+//!    [`files`]: the files an operator names, read only when regular, bounded in size and time.
 //!
 //! Below them all, the `crossprobe-probes` crate: broker I/O only.
 
@@ -32,6 +33,7 @@ pub mod config;
 pub mod correlator;
 pub mod daemon;
 pub mod evaluator;
+pub mod files;
 pub mod matrix;
 pub mod metrics;
 pub mod offline;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crossprobe::config::{ConfigSource, LogFormat, ValidatedConfig};
+use crossprobe::config::{ConfigSource, LogFormat, Secrets, ValidatedConfig};
 use crossprobe::daemon::RunOptions;
 use crossprobe::shard::Shard;
 
@@ -25,10 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a configuration and print the expanded probe matrix.
+    /// Validate a configuration, read the passwords it names, and print the expanded probe
+    /// matrix.
     Check {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Do not read the password variables and files the configuration names (to check a
+        /// file where the deployment's secrets are not, such as CI).
+        #[arg(long)]
+        skip_secrets: bool,
         #[command(flatten)]
         shard: ShardArg,
     },
@@ -99,19 +104,29 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { config, shard } => match load_shard(&config, shard) {
-            Ok(config) => {
-                print!("{}", crossprobe::tables::matrix_table(&config));
-                ExitCode::SUCCESS
+        Command::Check { config: path, skip_secrets, shard } => {
+            let secrets = if skip_secrets { Secrets::Skip } else { Secrets::Read };
+            match source(&path, shard).load_with(secrets) {
+                Ok(config) => {
+                    for w in &config.warnings {
+                        eprintln!("warning: {}", w.render(&path));
+                    }
+                    print!("{}", crossprobe::tables::matrix_table(&config));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
             }
-            Err(code) => code,
-        },
-        Command::Once { config, shard } => {
-            let config = match load_shard(&config, shard) {
+        }
+        Command::Once { config: path, shard } => {
+            let config = match load_shard(&path, shard) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             init_logging(config.daemon.log_format);
+            log_warnings(&path, &config);
             log_shard(shard, &config);
             match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once(&config))?)) {
                 Ok(results) => {
@@ -132,6 +147,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(config.daemon.log_format);
+            log_warnings(&path, &config);
             log_shard(shard, &config);
             let rt = match runtime() {
                 Ok(rt) => rt,
@@ -215,6 +231,12 @@ fn load_shard(path: &std::path::Path, shard: ShardArg) -> Result<ValidatedConfig
 
 fn source(path: &std::path::Path, shard: ShardArg) -> ConfigSource {
     ConfigSource { path: path.to_owned(), shard: shard.shard }
+}
+
+fn log_warnings(path: &std::path::Path, config: &ValidatedConfig) {
+    for w in &config.warnings {
+        tracing::warn!(warning = %w.render(path), "the configuration is valid, but probably not what was meant");
+    }
 }
 
 fn log_shard(shard: ShardArg, config: &ValidatedConfig) {

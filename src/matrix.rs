@@ -10,6 +10,10 @@ use std::fmt;
 /// The dimensions every matrix has, in order, before any extra labels.
 pub const BASE_DIMENSIONS: [&str; 4] = ["az", "tenant", "protocol", "broker"];
 
+/// Most dimensions a matrix may have: the correlator indexes the 2^D scopes of every cell.
+/// Configuration validation refuses more, so `check` and `run` agree.
+pub const MAX_DIMENSIONS: usize = 10;
+
 /// Stable identity of a cell across restarts and reloads: `target/tenant`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CellId(String);

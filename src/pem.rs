@@ -15,7 +15,7 @@ use rustls::{InconsistentKeys, RootCertStore};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read \"{}\": {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read { path: PathBuf, source: crate::files::FileError },
     #[error("\"{}\" holds no PEM certificate", path.display())]
     NoCertificate { path: PathBuf },
     #[error("\"{}\" holds no PEM private key (PKCS#8, PKCS#1 or SEC1)", path.display())]
@@ -46,7 +46,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+    crate::files::read(path, crate::files::MAX_PEM_BYTES)
+        .map_err(|source| TlsError::Read { path: path.to_owned(), source })
 }
 
 /// A file that was read but cannot be used, with the reason.

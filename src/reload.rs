@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::clients::ClientError;
 use crate::config::{ConfigSource, LoadError, ValidatedConfig};
 use crate::correlator::CorrelatorError;
+use crate::files;
 use crate::matrix::CellId;
 
 /// Why a reload left the running configuration in place.
@@ -162,9 +163,10 @@ impl ConfigWatch {
 }
 
 /// A hash of a file's text; that of empty text when it cannot be read (a reload then reports
-/// why).
+/// why). Read the bounded way, as a reload reads it: a FIFO or a hung mount never blocks the
+/// run loop.
 fn content_hash(path: &std::path::Path) -> u64 {
-    text_hash(&std::fs::read_to_string(path).unwrap_or_default())
+    text_hash(&files::read_text(path, files::MAX_CONFIG_BYTES).unwrap_or_default())
 }
 
 fn text_hash(text: &str) -> u64 {

@@ -1,6 +1,8 @@
 //! The `check` command against every configuration fixture: each invalid fixture must fail with
 //! exit code 64 and exactly the messages in its `.expected` file; every file under `config/`
-//! must pass.
+//! must pass. `check` reads the passwords a configuration names: the fixtures are checked with
+//! the local example's variables set and, since the shipped examples name files that exist
+//! only where they are deployed, the examples with `--skip-secrets`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,6 +11,8 @@ fn crossprobe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_crossprobe"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CROSSPROBE_ACME_AMQP_PASSWORD", "unused")
+        .env("CROSSPROBE_GLOBEX_AMQP_PASSWORD", "unused")
         .output()
         .expect("crossprobe runs")
 }
@@ -61,7 +65,7 @@ fn every_shipped_config_passes_check() {
     assert!(files.len() >= 3, "expected the reference and two examples, found {files:?}");
     for file in files {
         let name = relative(&file);
-        let out = crossprobe(&["check", "--config", &name]);
+        let out = crossprobe(&["check", "--skip-secrets", "--config", &name]);
         assert!(
             out.status.success(),
             "{name}: expected exit 0, saw {:?}: {}",
@@ -143,14 +147,14 @@ fn fnv1a(s: &str) -> u64 {
 #[test]
 fn check_with_a_shard_prints_only_its_cells() {
     let config = "config/examples/production.toml";
-    let out = crossprobe(&["check", "--config", config]);
+    let out = crossprobe(&["check", "--skip-secrets", "--config", config]);
     assert!(out.status.success(), "check failed: {}", String::from_utf8_lossy(&out.stderr));
     let mut all = cell_rows(&String::from_utf8_lossy(&out.stdout));
     assert!(all.len() >= 12, "expected the whole production matrix, saw {all:?}");
     let mut union = Vec::new();
     for i in 0..3 {
         let shard = format!("{i}/3");
-        let out = crossprobe(&["check", "--config", config, "--shard", &shard]);
+        let out = crossprobe(&["check", "--skip-secrets", "--config", config, "--shard", &shard]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "check --shard {shard}: {}", String::from_utf8_lossy(&out.stderr));
         let cells = cell_rows(&stdout);
@@ -206,4 +210,189 @@ fn a_shard_without_cells_exits_64() {
             "config/examples/local.toml: shard {shard} has none of the matrix's 12 cells; use fewer shards\n"
         )
     );
+}
+
+#[test]
+fn only_regular_files_of_bounded_size_are_read() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-check-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.toml");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
+    let huge = dir.join("huge.toml");
+    std::fs::write(&huge, format!("# {}\n", "x".repeat(4 * 1024 * 1024))).unwrap();
+    let cases = [
+        (fifo.to_str().unwrap(), "it is a FIFO, not a regular file"),
+        ("/dev/zero", "it is a device, not a regular file"),
+        (huge.to_str().unwrap(), "it holds more than 4194304 bytes"),
+    ];
+    for (path, why) in cases {
+        // A FIFO no one writes would block a plain read forever: bound the wait, then fail.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args(["check", "--config", path])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("check --config {path} still ran after 30s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{path}: {stderr}");
+        assert_eq!(stderr, format!("cannot read {path}: {why}\n"), "{path}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn echoed_values_are_bounded_and_escaped() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-check-echo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Three megabytes in one value and in one key, a control character in a tenant's name.
+    let big = "9".repeat(3 * 1024 * 1024);
+    let config = dir.join("big.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nlisten = \"{big}\"\n\n[[targets]]\nname = \"k\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"127.0.0.1:1\"]\n\n[[tenants]]\nname = \"t\\u0007\\r\"\nkafka = {{ topic = \"p\" }}\n"
+        ),
+    )
+    .unwrap();
+    let path = config.to_str().unwrap();
+    let out = crossprobe(&["check", "--config", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.len() < 2048, "{} bytes of messages for one long value", stderr.len());
+    let expected = format!(
+        "{path}: 2 problems found\n\
+         {path}:2:10: daemon.listen: \"{}\"... (3145728 bytes) is not an IP address and port (e.g. \"127.0.0.1:9464\")\n\
+         {path}:11:8: tenants[0].name: \"t\\u{{7}}\\r\" is not a valid name (1 to 64 characters: letters, digits, '_', '-', '.', starting with a letter or digit)\n",
+        "9".repeat(64)
+    );
+    assert_eq!(stderr, expected);
+
+    std::fs::write(&config, format!("[daemon]\n\"{big}\" = 1\n")).unwrap();
+    let out = crossprobe(&["check", "--config", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.len() < 2048, "{} bytes of messages for one long key", stderr.len());
+    assert!(stderr.contains(":2:1: daemon.\"9999"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `check --config FILE` on `text` written to a scratch file, with `env` set.
+fn check_text(name: &str, text: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("crossprobe-check-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(["check", "--config", file.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .expect("crossprobe runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(file.to_str().unwrap(), "FILE");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+const ONE_TARGET: &str = "[[targets]]\nname = \"kafka-a\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"127.0.0.1:1\"]\n\n[[targets]]\nname = \"kafka-b\"\nprotocol = \"kafka\"\naz = \"b\"\naddresses = [\"127.0.0.1:2\"]\n\n";
+
+#[test]
+fn a_default_quorum_the_matrix_cannot_meet_is_a_warning() {
+    let text = format!("{ONE_TARGET}[[tenants]]\nname = \"acme\"\nkafka = {{ topic = \"p\" }}\n");
+    let (code, stdout, stderr) = check_text("quorum", &text, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("kafka-a/acme"), "the matrix is printed: {stdout}");
+    assert_eq!(
+        stderr,
+        "warning: FILE: correlator.quorum.tenant: the default quorum requires 2 values of tenant but the matrix has 1, so an outage can never be confirmed and nothing pages; write [correlator.quorum] az = 2, tenant = 1 to page within what the matrix has\n"
+    );
+    // The same numbers written out are refused, as before.
+    let explicit = format!("{text}\n[correlator.quorum]\naz = 2\ntenant = 2\n");
+    let (code, _, stderr) = check_text("quorum-explicit", &explicit, &[]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("correlator.quorum.tenant: requires 2 values of tenant but the matrix has 1"),
+        "{stderr}"
+    );
+    // Written within reach: no warning.
+    let reachable = format!("{text}\n[correlator.quorum]\naz = 2\ntenant = 1\n");
+    let (code, _, stderr) = check_text("quorum-reachable", &reachable, &[]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+}
+
+#[test]
+fn check_names_every_missing_password_and_never_a_value() {
+    // The local example without its variables: both are named, with their places.
+    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(["check", "--config", "config/examples/local.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CROSSPROBE_ACME_AMQP_PASSWORD")
+        .env("CROSSPROBE_GLOBEX_AMQP_PASSWORD", "s3cr3t-never-shown")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert_eq!(
+        stderr,
+        "config/examples/local.toml: 1 problem found\n\
+         config/examples/local.toml:55:67: tenants[0] \"acme\".amqp.password_env: environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set or not unicode\n"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t"));
+    // The production example names eight password files; none exists here.
+    let out = crossprobe(&["check", "--config", "config/examples/production.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.starts_with("config/examples/production.toml: 8 problems found\n"), "{stderr}");
+    for tenant in ["acme", "globex", "initech", "umbrella"] {
+        for protocol in ["kafka", "amqp"] {
+            let named = format!(
+                "{protocol}.password_file: cannot read password file \"/run/secrets/{tenant}-{protocol}\": "
+            );
+            assert!(stderr.contains(&named), "expected {named:?} in {stderr}");
+        }
+    }
+}
+
+#[test]
+fn one_tenant_on_a_plaintext_and_a_sasl_ssl_listener_passes() {
+    let text = "[[targets]]\nname = \"kafka-plain\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"127.0.0.1:9092\"]\n\n\
+                [[targets]]\nname = \"kafka-sasl\"\nprotocol = \"kafka\"\naz = \"b\"\naddresses = [\"127.0.0.1:9093\"]\nkafka = { security_protocol = \"sasl_ssl\" }\n\n\
+                [[tenants]]\nname = \"acme\"\nkafka = { topic = \"p-acme\", user = \"acme\", password_env = \"CROSSPROBE_CHECK_PW\" }\n\n\
+                [[tenants]]\nname = \"globex\"\nkafka = { topic = \"p-globex\", user = \"globex\", password_env = \"CROSSPROBE_CHECK_PW\" }\n";
+    let (code, stdout, stderr) = check_text("listeners", text, &[("CROSSPROBE_CHECK_PW", "x")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.contains('/')).count(), 4, "{stdout}");
+}
+
+#[test]
+fn a_million_cells_are_refused_by_counting() {
+    // 1,000 targets x 1,000 tenants in about 160 KB: a million cells if expanded.
+    let mut text = String::new();
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "[[targets]]\nname=\"k{i}\"\nprotocol=\"kafka\"\naz=\"a\"\naddresses=[\"h:1\"]\n"
+        ));
+    }
+    for i in 0..1000 {
+        text.push_str(&format!("[[tenants]]\nname=\"t{i}\"\nkafka={{topic=\"p\"}}\n"));
+    }
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = check_text("million", &text, &[]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stdout.is_empty());
+    assert_eq!(
+        stderr,
+        "FILE: 1 problem found\nFILE: matrix.max_cells: the targets and their tenants make 1000000 cells before exclusions, more than max_cells (10000); raise [matrix] max_cells (at most 1000000) if the matrix is meant to be this large\n"
+    );
+    // Generous: counting takes milliseconds, expanding took minutes and most of a gigabyte.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
 }

@@ -114,20 +114,26 @@ fn run_stops_cleanly_on_sigint() {
 }
 
 #[test]
-fn run_without_a_password_source_exits_1_naming_it() {
-    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-        .args(["run", "--config", LocalConfig::new().path()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("CROSSPROBE_ACME_AMQP_PASSWORD")
-        .env_remove("CROSSPROBE_GLOBEX_AMQP_PASSWORD")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set"),
-        "the error should name the variable: {stderr}"
-    );
+fn run_and_once_without_passwords_exit_64_naming_every_one() {
+    for command in ["run", "once"] {
+        let config = LocalConfig::new();
+        let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args([command, "--config", config.path()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("CROSSPROBE_ACME_AMQP_PASSWORD")
+            .env_remove("CROSSPROBE_GLOBEX_AMQP_PASSWORD")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command}: {stderr}");
+        assert!(stderr.contains(": 2 problems found"), "{command}: both variables, not the first: {stderr}");
+        for var in ["CROSSPROBE_ACME_AMQP_PASSWORD", "CROSSPROBE_GLOBEX_AMQP_PASSWORD"] {
+            assert!(
+                stderr.contains(&format!("environment variable {var} is not set")),
+                "{command}: the error should name {var}: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -176,6 +182,21 @@ fn run_with_a_bad_config_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 problems found"));
+    // A limit of the correlator is a configuration error with its place, as `check` says, not
+    // a runtime failure (exit 1) without one.
+    let out = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(["run", "--config", "tests/config/invalid/eleven_dimensions.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(
+            "eleven_dimensions.toml:8:77: targets[0] \"kafka-a\".labels: 7 extra labels make 11 dimensions"
+        ),
+        "{stderr}"
+    );
 }
 
 /// A matrix on 127.0.0.1:1, where nothing listens: no broker is touched, every cell reports
@@ -224,6 +245,7 @@ fn run_with_a_vantage_and_a_shard_labels_and_narrows_what_it_exports() {
     let config = config.to_str().unwrap();
     let check = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
         .args(["check", "--config", config, "--shard", "1/2"])
+        .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
@@ -280,5 +302,79 @@ fn run_with_a_vantage_and_a_shard_labels_and_narrows_what_it_exports() {
             "no cell_state series for {cell}:\n{metrics}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The evaluation tick `/verdict` reports.
+fn verdict_tick(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = support::http_get(addr, "/verdict").expect("GET /verdict");
+    assert_eq!(status, 200, "GET /verdict: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("/verdict is JSON");
+    v["evidence"]["tick"].as_u64().unwrap_or_else(|| panic!("no evidence.tick in {body}"))
+}
+
+#[test]
+fn a_reload_from_a_fifo_is_refused_and_the_daemon_runs_on() {
+    let dir = std::env::temp_dir().join(format!("crossprobe-fifo-{}", support::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("crossprobe.toml");
+    std::fs::write(&config, VANTAGE_CONFIG).unwrap();
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("crossprobe starts"),
+    );
+    let stderr = daemon.0.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started =
+        rx.iter().find(|l| l.contains("crossprobe started")).expect("a start-up line before the log ended");
+    let addr: std::net::SocketAddr = started
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in {started}"));
+
+    // The configuration path now names a FIFO that no one ever writes.
+    std::fs::remove_file(&config).unwrap();
+    let made = Command::new("mkfifo").arg(&config).status().expect("mkfifo runs");
+    assert!(made.success());
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(line) if line.contains("reload refused") => break line,
+            Ok(_) => {}
+            Err(_) => panic!("no refused reload in the log within 30s of SIGHUP"),
+        }
+    };
+    assert!(refused.contains("not a regular file"), "the refusal should say why: {refused}");
+
+    // The evaluator goes on: the verdict keeps ticking (1 s ticks).
+    let before = verdict_tick(addr);
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = verdict_tick(addr);
+    assert!(after > before, "the verdict stopped at tick {before} (then {after}) after the reload");
+
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = daemon.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "crossprobe did not stop within 30s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -337,6 +337,70 @@ fn bad_records_exit_64_naming_the_line() {
     assert_eq!(out.status.code(), Some(64));
 }
 
+/// Runs `crossprobe args`, killing it and failing the test when it has not ended within
+/// `bound` (generous: the point is "ends", not "is fast").
+fn crossprobe_within(args: &[&str], bound: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("crossprobe runs");
+    let deadline = std::time::Instant::now() + bound;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("crossprobe {args:?} still ran after {bound:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn replay_ends_on_the_largest_at_ms_and_on_huge_gaps() {
+    let bound = std::time::Duration::from_secs(60);
+    let record = |at_ms: u64, az: &str, outcome: &str| {
+        format!(
+            r#"{{"at_ms":{at_ms},"cell":{{"az":"{az}","tenant":"acme","protocol":"kafka","broker":"k-{az}"}},"outcome":"{outcome}"}}"#
+        )
+    };
+    // The largest u64 leaves no room for its tick: an error naming the line, not a spin or a
+    // panic.
+    let input = Scratch::new("max-at-ms.jsonl", &record(u64::MAX, "a", "ok"));
+    let out = crossprobe_within(&["replay", "--input", input.path()], bound);
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 1: at_ms 18446744073709551615 leaves no room for its tick"), "{stderr}");
+    // A time past the year 9999 is replayed; its `at` shows the last second RFC 3339 has.
+    let input = Scratch::new("far-at-ms.jsonl", &record(1_000_000_000_000_000_000, "a", "ok"));
+    let out = crossprobe_within(&["replay", "--input", input.path()], bound);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["evidence"]["at"], "9999-12-31T23:59:59Z");
+
+    // Zone a fails, then records about 10^7 ticks apart (each gap walked tick by tick would
+    // take minutes) and 10^15 ticks apart: the same timeline as without the gaps, at once.
+    let mut lines = Vec::new();
+    for t in 0..10u64 {
+        lines.push(record(t * 1000, "a", "lost"));
+        lines.push(record(t * 1000 + 1, "b", "ok"));
+    }
+    let mut at = 10_000u64;
+    for _ in 0..4 {
+        at += 9_999_999_000;
+        lines.push(record(at, "a", "lost"));
+        lines.push(record(at + 1, "b", "ok"));
+    }
+    lines.push(record(at + 1_000_000_000_000_000_000, "b", "ok"));
+    let input = Scratch::new("gaps.jsonl", &lines.join("\n"));
+    let out = crossprobe_within(&["replay", "--input", input.path()], bound);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(timeline(&out.stdout), ["1000 ok", "3000 suspect"]);
+}
+
 #[test]
 fn localize_names_zone_b_first() {
     let csv = Path::new("tests/localize/zone-b.csv");

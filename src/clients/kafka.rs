@@ -18,7 +18,10 @@ pub(super) fn spec<'a>(
     if let Some(m) = k.sasl_mechanism {
         properties.push(("sasl.mechanism".into(), mechanism(m).into()));
     }
-    if let Some(c) = &t.credentials {
+    // Credentials fit per listener: a plain listener of a tenant that has them on a SASL
+    // listener does not use them.
+    let sasl = matches!(k.security_protocol, KafkaSecurity::SaslPlaintext | KafkaSecurity::SaslSsl);
+    if let Some(c) = t.credentials.as_ref().filter(|_| sasl) {
         properties.push(("sasl.username".into(), c.user.clone()));
         properties.push(("sasl.password".into(), reads.secret(&tenant.name, &c.password)?));
     }

@@ -19,6 +19,7 @@ use crossprobe_probes::amqp::{AmqpClientConfig, QueueSpec};
 use crossprobe_probes::kafka::KafkaClientConfig;
 
 use crate::config::{Endpoint, Secret, ValidatedConfig};
+use crate::files;
 use crate::matrix::Cell;
 
 pub use amqp::queue_name;
@@ -123,7 +124,7 @@ fn read_ca(target: &str, path: &Path) -> Result<String, ClientError> {
         path: path.display().to_string(),
         reason,
     };
-    let pem = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let pem = files::read_text(path, files::MAX_PEM_BYTES).map_err(|e| error(e.to_string()))?;
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err(error("holds no PEM certificate".into()));
     }

@@ -1,13 +1,23 @@
 //! Expands `[[targets]]` x `[[tenants]]` into the probe matrix, applying each target's tenant
 //! list and `[matrix] exclude`, and checks the result: every pair must be probe-able, exclusions
 //! must match something, no two cells may carry the same labels, and the matrix is not empty.
+//!
+//! The size is checked first, by counting: the cells of every target's tenants, before
+//! exclusions, may not exceed `[matrix] max_cells`, so an oversized matrix is refused before
+//! any cell is built.
 
 use std::collections::BTreeMap;
 
-use super::error::Problems;
+use super::error::{key, quoted, Problems};
 use super::raw::RawConfig;
+use super::values::{self, Limits};
 use super::{Endpoint, KafkaSecurity, Target, Tenant};
 use crate::matrix::{Cell, CellId, Matrix, Selector, BASE_DIMENSIONS};
+
+/// `[matrix] max_cells` when not set.
+pub const DEFAULT_MAX_CELLS: u32 = 10_000;
+/// The highest `max_cells` accepted.
+pub const MAX_CELLS_LIMIT: i64 = 1_000_000;
 
 pub(super) fn expand(
     p: &mut Problems,
@@ -28,10 +38,51 @@ pub(super) fn expand(
     }
     let first_of_name = |i: usize| by_name[raw.tenants[i].name.get_ref().as_str()] == i;
 
+    let max_cells = values::count(
+        p,
+        "matrix.max_cells",
+        raw.matrix.max_cells.as_ref(),
+        DEFAULT_MAX_CELLS,
+        Limits { min: 1, max: MAX_CELLS_LIMIT },
+    );
+    let tenants_of = |protocol: super::Protocol| {
+        (0..raw.tenants.len())
+            .filter(|&i| {
+                first_of_name(i)
+                    && match protocol {
+                        super::Protocol::Kafka => raw.tenants[i].kafka.is_some(),
+                        super::Protocol::Amqp => raw.tenants[i].amqp.is_some(),
+                    }
+            })
+            .count() as u64
+    };
+    let (kafka_tenants, amqp_tenants) =
+        (tenants_of(super::Protocol::Kafka), tenants_of(super::Protocol::Amqp));
+    let planned: u64 = targets
+        .iter()
+        .map(|(t, ri)| match &raw.targets[*ri].tenants {
+            Some(list) => list.len() as u64,
+            None => match t.protocol() {
+                super::Protocol::Kafka => kafka_tenants,
+                super::Protocol::Amqp => amqp_tenants,
+            },
+        })
+        .sum();
+    if planned > u64::from(max_cells) {
+        p.add(
+            "matrix.max_cells",
+            raw.matrix.max_cells.as_ref().map(|m| m.span()),
+            format!(
+                "the targets and their tenants make {planned} cells before exclusions, more than max_cells ({max_cells}); raise [matrix] max_cells (at most {MAX_CELLS_LIMIT}) if the matrix is meant to be this large"
+            ),
+        );
+        return None;
+    }
+
     let mut cells = Vec::new();
     for (ti, (target, ri)) in targets.iter().enumerate() {
         let rt = &raw.targets[*ri];
-        let path = format!("targets[{ri}] \"{}\"", target.name);
+        let path = format!("targets[{ri}] {}", quoted(&target.name));
         let protocol = target.protocol();
         let supports = |i: usize| match protocol {
             super::Protocol::Kafka => raw.tenants[i].kafka.is_some(),
@@ -47,17 +98,17 @@ pub(super) fn expand(
                         None => p.add(
                             key,
                             Some(name.span()),
-                            format!("unknown tenant \"{}\" (tenants: {})", name.get_ref(), names(&by_name)),
+                            format!("unknown tenant {} (tenants: {})", quoted(name.get_ref()), names(&by_name)),
                         ),
                         Some(&i) if chosen.contains(&i) => {
-                            p.add(key, Some(name.span()), format!("tenant \"{}\" listed twice", name.get_ref()))
+                            p.add(key, Some(name.span()), format!("tenant {} listed twice", quoted(name.get_ref())))
                         }
                         Some(&i) if !supports(i) => p.add(
                             key,
                             Some(name.span()),
                             format!(
-                                "tenant \"{}\" has no [tenants.{protocol}] settings, so it cannot be probed on this {protocol} target",
-                                name.get_ref()
+                                "tenant {} has no [tenants.{protocol}] settings, so it cannot be probed on this {protocol} target",
+                                quoted(name.get_ref())
                             ),
                         ),
                         Some(&i) => chosen.push(i),
@@ -67,7 +118,6 @@ pub(super) fn expand(
             }
         };
         for i in chosen {
-            sasl_matches(p, &path, target, raw, i);
             let mut labels =
                 vec![target.az.clone(), tenants[i].name.clone(), protocol.to_string(), target.broker.clone()];
             labels.extend(target.labels.values().cloned());
@@ -83,9 +133,9 @@ pub(super) fn expand(
             match dimensions.iter().position(|d| d == dim) {
                 Some(d) => fixed.push((d, value.get_ref().clone())),
                 None => p.add(
-                    format!("{path}.{dim}"),
+                    format!("{path}.{}", key(dim)),
                     Some(value.span()),
-                    format!("unknown dimension \"{dim}\" (dimensions: {})", dimensions.join(", ")),
+                    format!("unknown dimension {} (dimensions: {})", quoted(dim), dimensions.join(", ")),
                 ),
             }
         }
@@ -104,6 +154,7 @@ pub(super) fn expand(
         }
     }
 
+    credentials_fit(p, raw, targets, &cells);
     let matrix = Matrix::new(dimensions, cells);
     let mut seen: BTreeMap<&[String], &Cell> = BTreeMap::new();
     for c in matrix.cells() {
@@ -135,22 +186,53 @@ pub(super) fn expand(
     Some(matrix)
 }
 
-/// A SASL cluster needs tenant credentials, and credentials on a plain cluster would be
-/// silently ignored: both are mistakes.
-fn sasl_matches(p: &mut Problems, path: &str, target: &Target, raw: &RawConfig, i: usize) {
-    let Endpoint::Kafka(k) = &target.endpoint else { return };
-    let Some(kt) = &raw.tenants[i].kafka else { return };
-    let sasl = matches!(k.security_protocol, KafkaSecurity::SaslPlaintext | KafkaSecurity::SaslSsl);
-    let message = match (sasl, kt.user.is_some()) {
-        (true, false) => "uses SASL, but tenant \"{t}\" has no kafka user",
-        (false, true) => "does not use SASL, but tenant \"{t}\" has a kafka user that would be ignored",
-        _ => return,
-    };
-    p.add(
-        path.to_owned(),
-        None,
-        format!("{} (tenants[{i}])", message.replace("{t}", raw.tenants[i].name.get_ref())),
-    );
+/// Kafka credentials fit per listener: a tenant probed on a SASL target needs a user, which a
+/// plain target probing the same tenant does not use; a user that no target ever uses is a
+/// mistake. One problem per tenant, where its settings are, naming the targets.
+fn credentials_fit(p: &mut Problems, raw: &RawConfig, targets: &[(Target, usize)], cells: &[Cell]) {
+    for (i, t) in raw.tenants.iter().enumerate() {
+        let Some(k) = &t.kafka else { continue };
+        let (mut sasl, mut plain) = (Vec::new(), 0usize);
+        for c in cells.iter().filter(|c| c.tenant == i) {
+            let (target, _) = &targets[c.target];
+            if let Endpoint::Kafka(kt) = &target.endpoint {
+                if matches!(kt.security_protocol, KafkaSecurity::SaslPlaintext | KafkaSecurity::SaslSsl) {
+                    sasl.push(target.name.as_str());
+                } else {
+                    plain += 1;
+                }
+            }
+        }
+        let path = format!("tenants[{i}] {}.kafka", quoted(t.name.get_ref()));
+        match &k.user {
+            None if !sasl.is_empty() => p.add(
+                path,
+                Some(k.topic.span()),
+                format!(
+                    "has no user, but SASL target{} {} probe{} it; add user with password_env or password_file",
+                    if sasl.len() == 1 { "" } else { "s" },
+                    listed(&sasl),
+                    if sasl.len() == 1 { "s" } else { "" },
+                ),
+            ),
+            Some(user) if sasl.is_empty() && plain > 0 => p.add(
+                format!("{path}.user"),
+                Some(user.span()),
+                "would never be used: no target that probes this tenant uses SASL (security_protocol sasl_plaintext or sasl_ssl)".into(),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// `"a", "b", "c" and 4 more`.
+fn listed(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = names.iter().take(SHOWN).map(|n| quoted(n)).collect();
+    match names.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{} and {more} more", shown.join(", ")),
+        _ => shown.join(", "),
+    }
 }
 
 fn names(by_name: &BTreeMap<&str, usize>) -> String {
@@ -260,18 +342,54 @@ kafka = { topic = "p-globex" }
     fn sasl_targets_need_tenant_users_and_plain_targets_refuse_them() {
         let sasl = target("k-a", "kafka", "a", "kafka = { security_protocol = \"sasl_ssl\" }");
         let err = ValidatedConfig::parse(&[sasl, TENANTS.into()].concat(), Path::new("t")).unwrap_err();
-        let messages: Vec<_> = err.problems().iter().map(|p| p.message.as_str()).collect();
+        let messages: Vec<_> = err.problems().iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
         assert_eq!(
             messages,
             [
-                "uses SASL, but tenant \"acme\" has no kafka user (tenants[0])",
-                "uses SASL, but tenant \"globex\" has no kafka user (tenants[1])"
+                "tenants[0] \"acme\".kafka: has no user, but SASL target \"k-a\" probes it; add user with password_env or password_file",
+                "tenants[1] \"globex\".kafka: has no user, but SASL target \"k-a\" probes it; add user with password_env or password_file"
             ]
         );
         let with_user =
             TENANTS.replace("topic = \"p-acme\"", "topic = \"p-acme\", user = \"u\", password_env = \"P\"");
-        let plain = [target("k-a", "kafka", "a", "tenants = [\"acme\"]"), with_user].concat();
+        let plain = [target("k-a", "kafka", "a", "tenants = [\"acme\"]"), with_user.clone()].concat();
         let err = ValidatedConfig::parse(&plain, Path::new("t")).unwrap_err();
-        assert!(err.problems()[0].message.contains("would be ignored"), "{err}");
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert_eq!(err.problems()[0].path, "tenants[0] \"acme\".kafka.user");
+        assert!(err.problems()[0].message.starts_with("would never be used"), "{err}");
+    }
+
+    #[test]
+    fn one_tenant_on_a_plain_and_a_sasl_listener_fits() {
+        let with_user =
+            TENANTS.replace("topic = \"p-acme\"", "topic = \"p-acme\", user = \"u\", password_env = \"P\"");
+        let both = [
+            target("k-plain", "kafka", "a", "tenants = [\"acme\"]"),
+            target(
+                "k-sasl",
+                "kafka",
+                "b",
+                "tenants = [\"acme\"]\nkafka = { security_protocol = \"sasl_ssl\" }",
+            ),
+            with_user,
+        ]
+        .concat();
+        assert_eq!(ids(&both), ["k-plain/acme", "k-sasl/acme"]);
+    }
+
+    #[test]
+    fn the_matrix_size_is_refused_before_expanding() {
+        let toml =
+            [target("k-a", "kafka", "a", ""), target("k-b", "kafka", "b", ""), TENANTS.into()].concat();
+        assert_eq!(ids(&toml).len(), 4);
+        let err = ValidatedConfig::parse(&format!("{toml}\n[matrix]\nmax_cells = 3\n"), Path::new("t"))
+            .unwrap_err();
+        assert_eq!(
+            err.problems().iter().map(|p| (p.path.as_str(), p.message.as_str())).collect::<Vec<_>>(),
+            [(
+                "matrix.max_cells",
+                "the targets and their tenants make 4 cells before exclusions, more than max_cells (3); raise [matrix] max_cells (at most 1000000) if the matrix is meant to be this large"
+            )]
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 mod error;
 mod expand;
+mod parse;
 mod raw;
 mod targets;
 mod validate;
@@ -18,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crossprobe_probes::Protocol;
-pub use error::{ConfigError, Problem};
+pub use error::{escaped, quoted, ConfigError, Problem, MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS};
 pub use web::{PasswordHash, TlsFiles, WebSettings};
 
+use crate::files;
 use crate::matrix::Matrix;
 use crate::shard::{Shard, ShardError};
 
@@ -32,19 +34,37 @@ pub struct ValidatedConfig {
     pub tenants: Vec<Tenant>,
     pub correlator: CorrelatorSettings,
     pub matrix: Matrix,
+    /// What is valid but likely not meant (a default quorum the matrix can never meet): `check`
+    /// prints them, `run` logs them.
+    pub warnings: Vec<Problem>,
+}
+
+/// Whether validation reads the passwords the matrix uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read every password source a cell uses and report each that cannot be read (`check`,
+    /// `once`, `run`, reloads).
+    Read,
+    /// Leave them: the file alone (tests, `replay --config`, `check --skip-secrets`).
+    Skip,
 }
 
 impl ValidatedConfig {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file (a regular file of at most
+    /// [`files::MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&source, path)
+        Self::parse(&read(path)?, path)
     }
 
-    /// Validates configuration text; `path` only names the file in messages.
+    /// Validates configuration text without reading passwords; `path` only names the file in
+    /// messages.
     pub fn parse(source: &str, path: &Path) -> Result<Self, ConfigError> {
-        validate::validate(source)
+        Self::parse_with(source, path, Secrets::Skip)
+    }
+
+    /// Validates configuration text, reading the passwords its cells use when asked to.
+    pub fn parse_with(source: &str, path: &Path, secrets: Secrets) -> Result<Self, ConfigError> {
+        validate::validate(source, secrets)
             .map_err(|problems| ConfigError::Invalid { file: path.to_owned(), problems })
     }
 
@@ -79,20 +99,28 @@ pub enum LoadError {
 }
 
 impl ConfigSource {
-    /// Reads, validates and shards the file.
+    /// Reads, validates (passwords included) and shards the file.
     pub fn load(&self) -> Result<ValidatedConfig, LoadError> {
         self.parse(&self.read()?)
     }
 
-    /// The file's text, as [`ConfigSource::parse`] takes it.
-    pub fn read(&self) -> Result<String, LoadError> {
-        std::fs::read_to_string(&self.path)
-            .map_err(|source| LoadError::Config(ConfigError::Read { path: self.path.clone(), source }))
+    /// [`ConfigSource::load`], reading passwords or not.
+    pub fn load_with(&self, secrets: Secrets) -> Result<ValidatedConfig, LoadError> {
+        self.parse_with(&self.read()?, secrets)
     }
 
-    /// Validates and shards `text`, the file's content.
+    /// The file's text, as [`ConfigSource::parse`] takes it.
+    pub fn read(&self) -> Result<String, LoadError> {
+        Ok(read(&self.path)?)
+    }
+
+    /// Validates (passwords included) and shards `text`, the file's content.
     pub fn parse(&self, text: &str) -> Result<ValidatedConfig, LoadError> {
-        let config = ValidatedConfig::parse(text, &self.path)?;
+        self.parse_with(text, Secrets::Read)
+    }
+
+    fn parse_with(&self, text: &str, secrets: Secrets) -> Result<ValidatedConfig, LoadError> {
+        let config = ValidatedConfig::parse_with(text, &self.path, secrets)?;
         match self.shard {
             None => Ok(config),
             Some(shard) => {
@@ -100,6 +128,12 @@ impl ConfigSource {
             }
         }
     }
+}
+
+/// The text of the configuration file at `path`, read the bounded way.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    files::read_text(path, files::MAX_CONFIG_BYTES)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
 
 /// `[daemon]`: settings of the process itself.
@@ -255,9 +289,11 @@ impl Secret {
         match self {
             Secret::Env(var) => std::env::var(var)
                 .map_err(|_| format!("environment variable {var} is not set or not unicode")),
-            Secret::File(path) => std::fs::read_to_string(path)
+            Secret::File(path) => files::read_text(path, files::MAX_SECRET_BYTES)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("cannot read password file {}: {e}", path.display())),
+                .map_err(|e| {
+                    format!("cannot read password file {}: {e}", quoted(&path.display().to_string()))
+                }),
         }
     }
 }

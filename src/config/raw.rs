@@ -136,6 +136,7 @@ pub struct RawAmqpTenant {
 pub struct RawMatrix {
     #[serde(default)]
     pub exclude: Vec<Spanned<BTreeMap<String, Str>>>,
+    pub max_cells: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

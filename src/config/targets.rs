@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::error::Problems;
+use super::error::{quoted, Problems};
 use super::raw::{RawAmqpTarget, RawKafkaTarget, RawTarget, Str};
 use super::values::{self, Limits};
 use super::*;
+use crate::matrix::{BASE_DIMENSIONS, MAX_DIMENSIONS};
 
 /// Dimensions every cell carries; extra labels may not reuse them, nor names Prometheus or the
 /// daemon's own metrics give a meaning.
@@ -23,13 +24,13 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
     let mut out = Vec::new();
     for (i, t) in raw.iter().enumerate() {
         let errors_before = p.len();
-        let path = format!("targets[{i}] \"{}\"", t.name.get_ref());
+        let path = format!("targets[{i}] {}", quoted(t.name.get_ref()));
         values::name(p, &format!("targets[{i}].name"), &t.name);
         if let Some(first) = seen.insert(t.name.get_ref(), i) {
             p.add(
                 format!("targets[{i}].name"),
                 Some(t.name.span()),
-                format!("duplicate name \"{}\" (also targets[{first}])", t.name.get_ref()),
+                format!("duplicate name {} (also targets[{first}])", quoted(t.name.get_ref())),
             );
         }
         values::name(p, &format!("{path}.az"), &t.az);
@@ -88,21 +89,38 @@ fn label(p: &mut Problems, path: &str, key: &str, value: &Str) {
         p.add(
             format!("{path}.labels"),
             Some(value.span()),
-            format!("\"{key}\" is not a valid label name (letters, digits, '_'; not starting with a digit or \"__\")"),
+            format!(
+                "{} is not a valid label name (letters, digits, '_'; not starting with a digit or \"__\")",
+                quoted(key)
+            ),
         );
     } else if RESERVED_LABELS.contains(&key) {
         p.add(
-            format!("{path}.labels.{key}"),
+            format!("{path}.labels.{}", super::error::key(key)),
             Some(value.span()),
-            format!("\"{key}\" is reserved (reserved: {})", RESERVED_LABELS.join(", ")),
+            format!("{} is reserved (reserved: {})", quoted(key), RESERVED_LABELS.join(", ")),
         );
     }
-    values::name(p, &format!("{path}.labels.{key}"), value);
+    values::name(p, &format!("{path}.labels.{}", super::error::key(key)), value);
 }
 
-/// Extra labels become dimensions, so every target must carry the same keys.
+/// Extra labels become dimensions, so every target must carry the same keys, and no more than
+/// the correlator can index.
 fn same_label_keys(p: &mut Problems, raw: &[RawTarget]) {
     let Some(first) = raw.first() else { return };
+    let extra = MAX_DIMENSIONS - BASE_DIMENSIONS.len();
+    if let Some((_, value)) = first.labels.iter().nth(extra) {
+        p.add(
+            format!("targets[0] {}.labels", quoted(first.name.get_ref())),
+            Some(value.span()),
+            format!(
+                "{} extra labels make {} dimensions with {}; the correlator handles at most {MAX_DIMENSIONS} (at most {extra} extra labels)",
+                first.labels.len(),
+                first.labels.len() + BASE_DIMENSIONS.len(),
+                BASE_DIMENSIONS.join(", "),
+            ),
+        );
+    }
     let keys = |t: &RawTarget| t.labels.keys().cloned().collect::<Vec<_>>();
     let expected = keys(first);
     for (i, t) in raw.iter().enumerate().skip(1) {
@@ -116,12 +134,12 @@ fn same_label_keys(p: &mut Problems, raw: &[RawTarget]) {
                 }
             };
             p.add(
-                format!("targets[{i}] \"{}\".labels", t.name.get_ref()),
+                format!("targets[{i}] {}.labels", quoted(t.name.get_ref())),
                 Some(t.name.span()),
                 format!(
-                    "has label keys [{}] but targets[0] \"{}\" has [{}]; every target must carry the same label keys",
+                    "has label keys [{}] but targets[0] {} has [{}]; every target must carry the same label keys",
                     show(&got),
-                    first.name.get_ref(),
+                    quoted(first.name.get_ref()),
                     show(&expected)
                 ),
             );
@@ -142,8 +160,8 @@ fn endpoint(p: &mut Problems, path: &str, t: &RawTarget, timeout: Duration) -> O
             format!("{path}.{key}"),
             Some(span),
             format!(
-                "only applies to {key} targets, but this target's protocol is \"{}\"",
-                t.protocol.get_ref()
+                "only applies to {key} targets, but this target's protocol is {}",
+                quoted(t.protocol.get_ref())
             ),
         );
     };
@@ -216,7 +234,10 @@ fn kafka(
             p.add(
                 format!("{path}.security_protocol"),
                 Some(s.span()),
-                format!("unknown security protocol \"{other}\" (expected plaintext, ssl, sasl_plaintext or sasl_ssl)"),
+                format!(
+                    "unknown security protocol {} (expected plaintext, ssl, sasl_plaintext or sasl_ssl)",
+                    quoted(other)
+                ),
             );
             return None;
         }
@@ -233,21 +254,22 @@ fn kafka(
             );
             None
         }
-        (Some(s), true) => {
-            match s.get_ref().as_str() {
-                "PLAIN" => Some(SaslMechanism::Plain),
-                "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
-                "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
-                other => {
-                    p.add(
+        (Some(s), true) => match s.get_ref().as_str() {
+            "PLAIN" => Some(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
+            other => {
+                p.add(
                     format!("{path}.sasl_mechanism"),
                     Some(s.span()),
-                    format!("unknown SASL mechanism \"{other}\" (expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"),
+                    format!(
+                        "unknown SASL mechanism {} (expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)",
+                        quoted(other)
+                    ),
                 );
-                    None
-                }
+                None
             }
-        }
+        },
     };
     let tls = matches!(security_protocol, KafkaSecurity::Ssl | KafkaSecurity::SaslSsl);
     Some(KafkaTarget {

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::error::{Problem, Problems};
+use super::error::{key, quoted, Problem, Problems};
 use super::raw::{RawConfig, RawCorrelator, RawDaemon, RawProbe, RawTenant};
 use super::values::{self, Limits};
 use super::*;
 
-pub(super) fn validate(source: &str) -> Result<ValidatedConfig, Vec<Problem>> {
-    let raw: RawConfig = toml::from_str(source).map_err(|e| vec![values::parse_problem(source, &e)])?;
+pub(super) fn validate(source: &str, secrets: Secrets) -> Result<ValidatedConfig, Vec<Problem>> {
+    let raw: RawConfig = super::parse::parse(source)?;
     let mut p = Problems::new(source);
     let daemon = daemon(&mut p, &raw.daemon);
     let defaults = probe_defaults(&mut p, &raw.probe);
@@ -21,8 +21,14 @@ pub(super) fn validate(source: &str) -> Result<ValidatedConfig, Vec<Problem>> {
     let targets = super::targets::targets(&mut p, &raw.targets, defaults);
     let mut correlator = correlator(&mut p, &raw.correlator);
     let matrix = super::expand::expand(&mut p, &raw, &targets, &tenants);
+    let mut warnings = Vec::new();
     if let Some(matrix) = &matrix {
-        correlator.quorum = quorum(&mut p, &raw.correlator, matrix);
+        correlator.quorum = quorum(&mut p, &raw.correlator, matrix, &mut warnings);
+        // The environment is read only for a file without mistakes: its problems are about
+        // this machine, not about the file.
+        if p.is_empty() && secrets == Secrets::Read {
+            missing_secrets(&mut p, &raw, &targets, &tenants, matrix);
+        }
     }
     match (p.is_empty(), matrix) {
         (true, Some(matrix)) => Ok(ValidatedConfig {
@@ -31,8 +37,53 @@ pub(super) fn validate(source: &str) -> Result<ValidatedConfig, Vec<Problem>> {
             tenants,
             correlator,
             matrix,
+            warnings,
         }),
         _ => Err(p.into_vec()),
+    }
+}
+
+/// Reads every password the matrix's cells use (Kafka ones on SASL targets, every AMQP one),
+/// once per source, and reports each that cannot be read, by variable or file name, at the key
+/// that names it. Values are read and dropped, never shown.
+fn missing_secrets(
+    p: &mut Problems,
+    raw: &RawConfig,
+    targets: &[(Target, usize)],
+    tenants: &[Tenant],
+    matrix: &Matrix,
+) {
+    let mut seen: Vec<&Secret> = Vec::new();
+    for cell in matrix.cells() {
+        let (target, _) = &targets[cell.target];
+        let (tenant, rt) = (&tenants[cell.tenant], &raw.tenants[cell.tenant]);
+        let (credentials, protocol, keys) = match &target.endpoint {
+            Endpoint::Kafka(k)
+                if matches!(k.security_protocol, KafkaSecurity::SaslPlaintext | KafkaSecurity::SaslSsl) =>
+            {
+                let keys = rt.kafka.as_ref().map(|k| (&k.password_env, &k.password_file));
+                (tenant.kafka.as_ref().and_then(|k| k.credentials.as_ref()), "kafka", keys)
+            }
+            Endpoint::Kafka(_) => continue,
+            Endpoint::Amqp(_) => {
+                let keys = rt.amqp.as_ref().map(|a| (&a.password_env, &a.password_file));
+                (tenant.amqp.as_ref().map(|a| &a.credentials), "amqp", keys)
+            }
+        };
+        let (Some(c), Some((env, file))) = (credentials, keys) else { continue };
+        if seen.contains(&&c.password) {
+            continue;
+        }
+        seen.push(&c.password);
+        if let Err(reason) = c.password.resolve() {
+            let (key, span) = match (env, file) {
+                (Some(v), _) => ("password_env", Some(v.span())),
+                (None, Some(f)) => ("password_file", Some(f.span())),
+                (None, None) => ("user", None),
+            };
+            let path = format!("tenants[{}] {}.{protocol}.{key}", cell.tenant, quoted(&tenant.name));
+            p.add(path, span, reason);
+        }
     }
 }
 
@@ -43,7 +94,7 @@ fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
             p.add(
                 "daemon.listen",
                 Some(s.span()),
-                format!("\"{}\" is not an IP address and port (e.g. \"127.0.0.1:9464\")", s.get_ref()),
+                format!("{} is not an IP address and port (e.g. \"127.0.0.1:9464\")", quoted(s.get_ref())),
             );
             SocketAddr::from(([127, 0, 0, 1], 9464))
         }),
@@ -62,7 +113,7 @@ fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
             p.add(
                 "daemon.log_format",
                 Some(s.span()),
-                format!("unknown log format \"{other}\" (expected \"text\" or \"json\")"),
+                format!("unknown log format {} (expected \"text\" or \"json\")", quoted(other)),
             );
             LogFormat::Text
         }
@@ -107,13 +158,13 @@ fn tenants(p: &mut Problems, raw: &[RawTenant]) -> Vec<Tenant> {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, t) in raw.iter().enumerate() {
-        let path = format!("tenants[{i}] \"{}\"", t.name.get_ref());
+        let path = format!("tenants[{i}] {}", quoted(t.name.get_ref()));
         values::name(p, &format!("tenants[{i}].name"), &t.name);
         if let Some(first) = seen.insert(t.name.get_ref(), i) {
             p.add(
                 format!("tenants[{i}].name"),
                 Some(t.name.span()),
-                format!("duplicate name \"{}\" (also tenants[{first}])", t.name.get_ref()),
+                format!("duplicate name {} (also tenants[{first}])", quoted(t.name.get_ref())),
             );
         }
         let kafka = t.kafka.as_ref().map(|k| {
@@ -279,20 +330,46 @@ fn open_unit(
     r
 }
 
-/// `[correlator.quorum]`, checked against the dimensions and values the matrix really has.
-fn quorum(p: &mut Problems, raw: &RawCorrelator, matrix: &Matrix) -> BTreeMap<String, Quorum> {
+/// `[correlator.quorum]`, checked against the dimensions and values the matrix really has. The
+/// default quorum is checked too: one the matrix can never meet (a single tenant against the
+/// default of two) is a warning, since nothing could ever page.
+fn quorum(
+    p: &mut Problems,
+    raw: &RawCorrelator,
+    matrix: &Matrix,
+    warnings: &mut Vec<Problem>,
+) -> BTreeMap<String, Quorum> {
     let Some(raw) = &raw.quorum else {
-        return CorrelatorSettings::default().quorum;
+        let quorum = CorrelatorSettings::default().quorum;
+        let available = |dim: &str| matrix.dimension_index(dim).map_or(0, |d| matrix.values_of(d).len());
+        let reachable: Vec<String> = quorum
+            .iter()
+            .map(|(dim, q)| format!("{dim} = {}", q.required(available(dim)).min(available(dim)).max(1)))
+            .collect();
+        for (dim, q) in &quorum {
+            let (required, available) = (q.required(available(dim)), available(dim));
+            if required > available {
+                warnings.push(Problem::new(
+                    &format!("correlator.quorum.{}", key(dim)),
+                    &format!(
+                        "the default quorum requires {required} values of {dim} but the matrix has {available}, so an outage can never be confirmed and nothing pages; write [correlator.quorum] {} to page within what the matrix has",
+                        reachable.join(", ")
+                    ),
+                    None,
+                ));
+            }
+        }
+        return quorum;
     };
     let mut out = BTreeMap::new();
     for (dim, value) in raw {
-        let path = format!("correlator.quorum.{dim}");
+        let path = format!("correlator.quorum.{}", key(dim));
         let span = Some(value.span());
         let Some(d) = matrix.dimension_index(dim) else {
             p.add(
                 path,
                 span,
-                format!("unknown dimension \"{dim}\" (dimensions: {})", matrix.dimensions().join(", ")),
+                format!("unknown dimension {} (dimensions: {})", quoted(dim), matrix.dimensions().join(", ")),
             );
             continue;
         };

@@ -1,13 +1,11 @@
-//! Checks of single values: durations, counts, ratios, names, addresses, credentials, and the
-//! translation of TOML parse errors into problems with a key path.
+//! Checks of single values: durations, counts, ratios, names, addresses, credentials.
 
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::{line_col, Problem, Problems};
+use super::error::{quoted, Problems};
 use super::raw::{RawKafkaTenant, Str};
 use super::{Credentials, ProbeSettings, Secret};
 
@@ -79,8 +77,8 @@ pub fn duration_in(
                 path,
                 Some(s.span()),
                 format!(
-                    "\"{}\" is out of range ({} to {})",
-                    s.get_ref(),
+                    "{} is out of range ({} to {})",
+                    quoted(s.get_ref()),
                     humantime::format_duration(min),
                     humantime::format_duration(max)
                 ),
@@ -91,7 +89,7 @@ pub fn duration_in(
             p.add(
                 path,
                 Some(s.span()),
-                format!("\"{}\" is not a duration ({e}; write e.g. \"500ms\" or \"5s\")", s.get_ref()),
+                format!("{} is not a duration ({e}; write e.g. \"500ms\" or \"5s\")", quoted(s.get_ref())),
             );
             default
         }
@@ -138,7 +136,7 @@ pub fn name(p: &mut Problems, path: &str, value: &Str) {
         p.add(
             path,
             Some(value.span()),
-            format!("\"{s}\" is not a valid name (1 to 64 characters: letters, digits, '_', '-', '.', starting with a letter or digit)"),
+            format!("{} is not a valid name (1 to 64 characters: letters, digits, '_', '-', '.', starting with a letter or digit)", quoted(s)),
         );
     }
 }
@@ -155,7 +153,10 @@ pub fn topic(p: &mut Problems, path: &str, value: &Str) {
         p.add(
             path,
             Some(value.span()),
-            format!("\"{s}\" is not a valid Kafka topic name (1 to 249 of letters, digits, '_', '-', '.')"),
+            format!(
+                "{} is not a valid Kafka topic name (1 to 249 of letters, digits, '_', '-', '.')",
+                quoted(s)
+            ),
         );
     }
 }
@@ -178,7 +179,7 @@ pub fn address(p: &mut Problems, path: &str, value: &Str) {
         p.add(
             path,
             Some(value.span()),
-            format!("\"{s}\" is not host:port (e.g. \"127.0.0.1:9092\" or \"[::1]:5672\")"),
+            format!("{} is not host:port (e.g. \"127.0.0.1:9092\" or \"[::1]:5672\")", quoted(s)),
         );
     }
 }
@@ -213,7 +214,7 @@ pub fn credentials(
                 p.add(
                     format!("{path}.password_env"),
                     Some(var.span()),
-                    format!("\"{v}\" is not an environment variable name"),
+                    format!("{} is not an environment variable name", quoted(v)),
                 );
             }
             Secret::Env(v.clone())
@@ -236,7 +237,7 @@ pub fn credentials(
             p.add(
                 path,
                 Some(user.span()),
-                format!("user \"{}\" needs password_env or password_file", user.get_ref()),
+                format!("user {} needs password_env or password_file", quoted(user.get_ref())),
             );
             return None;
         }
@@ -253,48 +254,5 @@ pub fn no_password_without_user(p: &mut Problems, path: &str, k: &RawKafkaTenant
             Some(s.span()),
             "a password is given but no user; set user for SASL or remove the password".into(),
         );
-    }
-}
-
-/// Turns a TOML syntax, type or unknown-key error into a problem with the key path at its span.
-pub fn parse_problem(source: &str, e: &toml::de::Error) -> Problem {
-    let span = e.span();
-    Problem {
-        path: span.clone().map(|s| key_path_at(source, s)).unwrap_or_default(),
-        message: e.message().trim_end().to_owned(),
-        location: span.map(|s| line_col(source, s.start)),
-    }
-}
-
-/// Best-effort key path of the line holding `span`: the last table header above it (arrays of
-/// tables indexed) and the key on the line.
-fn key_path_at(source: &str, span: Range<usize>) -> String {
-    let (line_no, _) = line_col(source, span.start);
-    let lines: Vec<&str> = source.lines().collect();
-    let mut arrays: std::collections::HashMap<String, usize> = Default::default();
-    let mut table = String::new();
-    for line in lines.iter().take(line_no.saturating_sub(1)) {
-        let l = line.trim();
-        if let Some(h) = l.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
-            let h = h.trim().to_owned();
-            let n = arrays.entry(h.clone()).and_modify(|n| *n += 1).or_insert(0);
-            table = format!("{h}[{n}]");
-        } else if let Some(h) = l.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            let h = h.trim();
-            // A sub-table of the current array element: `[targets.kafka]` after `[[targets]]`.
-            table = match h.split_once('.') {
-                Some((head, rest)) if arrays.contains_key(head) => {
-                    format!("{head}[{}].{rest}", arrays[head])
-                }
-                _ => h.to_owned(),
-            };
-        }
-    }
-    let line = lines.get(line_no.saturating_sub(1)).copied().unwrap_or("");
-    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.starts_with('[')).unwrap_or("");
-    match (table.is_empty(), key.is_empty()) {
-        (_, true) => table,
-        (true, false) => key.to_owned(),
-        (false, false) => format!("{table}.{key}"),
     }
 }

@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::error::Problems;
+use super::error::{key, Problems};
 use super::raw::{RawWeb, Str};
 use super::values::{self, Limits};
 use crate::pem;
@@ -172,7 +172,7 @@ fn users(p: &mut Problems, raw: &RawWeb) -> BTreeMap<String, PasswordHash> {
     let Some(users) = &raw.basic_auth_users else { return BTreeMap::new() };
     let mut out = BTreeMap::new();
     for (user, hash) in users {
-        let path = format!("{PATH}.basic_auth_users.{}", quoted_key(user));
+        let path = format!("{PATH}.basic_auth_users.{}", key(user));
         if user.is_empty() || user.contains(':') {
             // RFC 7617: the user-id cannot contain a colon; it separates user and password.
             p.add(&path, Some(hash.span()), "a user name must be non-empty and contain no ':'".into());
@@ -202,16 +202,6 @@ fn is_bcrypt(s: &str) -> bool {
         && (4..=31).contains(&((b[4] - b'0') * 10 + (b[5] - b'0')))
         && b[6] == b'$'
         && b[7..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'/'))
-}
-
-/// A TOML key as written in a key path: bare when it can be, quoted otherwise.
-fn quoted_key(key: &str) -> String {
-    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
-    if bare {
-        key.to_owned()
-    } else {
-        format!("{key:?}")
-    }
 }
 
 #[cfg(test)]
@@ -250,8 +240,8 @@ mod tests {
 
     #[test]
     fn user_names_are_quoted_only_when_needed() {
-        assert_eq!(quoted_key("alice"), "alice");
-        assert_eq!(quoted_key("bob:x"), "\"bob:x\"");
-        assert_eq!(quoted_key(""), "\"\"");
+        assert_eq!(key("alice"), "alice");
+        assert_eq!(key("bob:x"), "\"bob:x\"");
+        assert_eq!(key(""), "\"\"");
     }
 }

@@ -80,7 +80,7 @@ impl Hysteresis {
     pub fn update(&mut self, tick: u64, now: SystemTime, chosen: impl IntoIterator<Item = (ScopeId, bool)>) {
         for (s, strong) in chosen {
             let t = self.tracks.entry(s).or_default();
-            t.chosen_streak += 1;
+            t.chosen_streak = t.chosen_streak.saturating_add(1);
             t.clean_streak = 0;
             t.last_chosen = tick;
             if t.active_since.is_none() && (strong || t.chosen_streak >= self.enter_ticks) {
@@ -123,6 +123,27 @@ impl Hysteresis {
                 t.clean_streak = 0;
                 t.changes.push_back(tick);
                 self.resolutions += 1;
+            }
+        }
+        self.tracks.retain(|_, t| t.active_since.is_some() || t.chosen_streak > 0 || !t.changes.is_empty());
+    }
+
+    /// Applies `ticks` ticks up to `tick` in each of which exactly the active scopes are chosen,
+    /// as that many [`Hysteresis::update`] calls would: their chosen streaks grow, nothing enters
+    /// or resolves, and changes older than the flap window are forgotten.
+    pub fn skip_chosen(&mut self, tick: u64, ticks: u64) {
+        let grown = u32::try_from(ticks).unwrap_or(u32::MAX);
+        let horizon = tick.saturating_sub(u64::from(self.flap_window_ticks));
+        for t in self.tracks.values_mut() {
+            while t.changes.front().is_some_and(|&c| c <= horizon) {
+                t.changes.pop_front();
+            }
+            if t.active_since.is_some() {
+                t.chosen_streak = t.chosen_streak.saturating_add(grown);
+                t.clean_streak = 0;
+                t.last_chosen = tick;
+            } else {
+                t.chosen_streak = 0;
             }
         }
         self.tracks.retain(|_, t| t.active_since.is_some() || t.chosen_streak > 0 || !t.changes.is_empty());

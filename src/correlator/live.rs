@@ -66,6 +66,9 @@ pub struct Correlator {
     reported: bool,
     /// Consecutive ticks the explained failing cells met the quorum.
     quorum_streak: u32,
+    /// Whether the last tick left nothing to change on ticks without outcomes (see
+    /// [`Correlator::skip_idle`]).
+    settled: bool,
     episode: Vec<usize>,
     active: Vec<ScopeId>,
     /// Per cell, the tick that last counted it.
@@ -96,6 +99,7 @@ impl Correlator {
             tick: 0,
             reported: false,
             quorum_streak: 0,
+            settled: false,
             episode: Vec::new(),
             active: Vec::new(),
             cell_stamp: vec![0; n],
@@ -213,6 +217,7 @@ impl Correlator {
 
         self.active.clear();
         self.active.extend(self.hysteresis.active().map(|(s, _)| s));
+        let activations = self.hysteresis.activations() + self.hysteresis.resolutions();
         let coherence = &self.coherence;
         let chosen = explain_with(
             &self.index,
@@ -224,8 +229,14 @@ impl Correlator {
         );
         self.hysteresis.update(tick, now, chosen.iter().map(|c| (c.scope, coherence.entry(c.scope).strong)));
         self.retire_covered(tick);
+        // The active set is what the next explanation starts from: when it did not change and
+        // this tick chose exactly it, a tick without new outcomes chooses it again.
+        let unchanged = self.hysteresis.activations() + self.hysteresis.resolutions() == activations;
+        let mut chosen_scopes: Vec<ScopeId> = chosen.iter().map(|c| c.scope).collect();
+        chosen_scopes.sort_unstable();
         self.active.clear();
         self.active.extend(self.hysteresis.active().map(|(s, _)| s));
+        let chose_the_active = chosen_scopes == self.active;
 
         // Cells in an episode inside active scopes, counted once.
         let mut inside = 0usize;
@@ -251,7 +262,7 @@ impl Correlator {
         );
         let quorum = self.quorum.check(&self.index, &self.explained);
         let quorum_met = !self.explained.is_empty() && quorum.iter().all(|q| q.met);
-        self.quorum_streak = if quorum_met { self.quorum_streak + 1 } else { 0 };
+        self.quorum_streak = if quorum_met { self.quorum_streak.saturating_add(1) } else { 0 };
         let strong_met = quorum_met && {
             self.strong_cells();
             !self.explained.is_empty()
@@ -290,6 +301,8 @@ impl Correlator {
             };
             (Level::Partial, format!("confined to {} ({why})", names.join(" + ")))
         };
+        let streak_done = self.quorum_streak == 0 || self.quorum_streak >= self.hysteresis.enter_ticks();
+        self.settled = unchanged && chose_the_active && streak_done;
         let unexplained = self.lone_cells(now);
         self.verdict = Verdict {
             level,
@@ -306,6 +319,31 @@ impl Correlator {
             unexplained,
         };
         &self.verdict
+    }
+
+    /// Whether the last tick left the correlator where ticks without new outcomes keep it: the
+    /// explanation chose exactly the active scopes, none entered or resolved, and the quorum
+    /// streak (if any) is past `enter_ticks`. Such ticks change no level and no scope, only
+    /// counters, which [`Correlator::skip_idle`] advances in one step.
+    pub fn settled(&self) -> bool {
+        self.settled
+    }
+
+    /// Advances over `ticks` evaluation ticks in which no outcome arrived, in one step, leaving
+    /// the correlator as `ticks` calls of [`Correlator::tick_at`] would (tick count, hysteresis
+    /// streaks and flap history, quorum streak); the verdict is that of the last evaluated tick
+    /// until the next one. Only after a tick that [`Correlator::settled`]; otherwise `false` and
+    /// nothing changes.
+    pub fn skip_idle(&mut self, ticks: u64) -> bool {
+        if !self.settled {
+            return false;
+        }
+        self.tick = self.tick.saturating_add(ticks);
+        self.hysteresis.skip_chosen(self.tick, ticks);
+        if self.quorum_streak > 0 {
+            self.quorum_streak = self.quorum_streak.saturating_add(u32::try_from(ticks).unwrap_or(u32::MAX));
+        }
+        true
     }
 
     /// Narrows `explained` to the evidence that confirms an outage at once: the sustained cells

@@ -18,7 +18,7 @@ use super::CorrelatorError;
 use crate::matrix::Matrix;
 
 /// Most dimensions the index enumerates: 2^D scopes per cell.
-pub const MAX_DIMENSIONS: usize = 10;
+pub use crate::matrix::MAX_DIMENSIONS;
 
 /// Index of a scope in a [`ScopeIndex`]; smaller ids are coarser.
 pub type ScopeId = u32;

@@ -114,7 +114,10 @@ impl Verdict {
     }
 }
 
-/// `2026-11-30T16:20:00Z`: seconds are enough for a person and keep the text stable.
+/// `2026-11-30T16:20:00Z`: seconds are enough for a person and keep the text stable. RFC 3339
+/// ends with the year 9999: a later time (a replayed `at_ms` far in the future) shows as its
+/// last second.
 pub(super) fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    let last = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
+    humantime::format_rfc3339_seconds(t.min(last)).to_string()
 }

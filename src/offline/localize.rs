@@ -30,7 +30,7 @@ pub mod search;
 
 use search::{LeafCounts, Search};
 
-use crate::config::CorrelatorSettings;
+use crate::config::{escaped, quoted, CorrelatorSettings};
 use crate::correlator::evidence::{evidence_of, ScopeEvidence};
 use crate::correlator::{CorrelatorError, ScopeId, ScopeIndex};
 use crate::matrix::Matrix;
@@ -48,7 +48,7 @@ pub enum LocalizeError {
     #[error("line {line}: {message}")]
     Line { line: usize, message: String },
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: std::path::PathBuf, source: std::io::Error },
+    Read { path: std::path::PathBuf, source: crate::files::FileError },
     #[error("the snapshot has no header")]
     NoHeader,
     #[error("the snapshot has no rows")]
@@ -57,8 +57,9 @@ pub enum LocalizeError {
     Correlator(#[from] CorrelatorError),
 }
 
+/// An error of one snapshot line; what it echoes of the line is escaped and bounded.
 fn line_error(line: usize, message: impl Into<String>) -> LocalizeError {
-    LocalizeError::Line { line, message: message.into() }
+    LocalizeError::Line { line, message: escaped(&message.into()) }
 }
 
 /// Probe counts of one leaf.
@@ -125,7 +126,7 @@ pub fn parse_csv(text: &str) -> Result<Snapshot, LocalizeError> {
         {
             return Err(line_error(
                 header_line,
-                format!("label column \"{d}\" is empty, repeated or reserved"),
+                format!("label column {} is empty, repeated or reserved", quoted(d)),
             ));
         }
     }
@@ -140,7 +141,7 @@ pub fn parse_csv(text: &str) -> Result<Snapshot, LocalizeError> {
         }
         let count = |i: usize| {
             f[i].parse::<u64>()
-                .map_err(|_| line_error(line, format!("{} \"{}\" is not a count", columns[i], f[i])))
+                .map_err(|_| line_error(line, format!("{} {} is not a count", columns[i], quoted(&f[i]))))
         };
         let (attempts, failures) = (count(attempts_col)?, count(attempts_col + 1)?);
         if failures > attempts {
@@ -154,8 +155,8 @@ pub fn parse_csv(text: &str) -> Result<Snapshot, LocalizeError> {
                     return Err(line_error(
                         line,
                         format!(
-                            "expected_failure_ratio \"{}\" is not a ratio in [0, 1]",
-                            f[attempts_col + 2]
+                            "expected_failure_ratio {} is not a ratio in [0, 1]",
+                            quoted(&f[attempts_col + 2])
                         ),
                     ))
                 }
@@ -307,7 +308,7 @@ fn evidence(
 
 /// Reads and scores the snapshot file at `path` with the default thresholds.
 pub fn localize_file(path: &std::path::Path) -> Result<Localization, LocalizeError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_text(path, crate::files::MAX_SNAPSHOT_BYTES)
         .map_err(|source| LocalizeError::Read { path: path.to_owned(), source })?;
     localize(&parse_csv(&text)?, &CorrelatorSettings::default())
 }

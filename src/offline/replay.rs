@@ -11,22 +11,32 @@
 //! records still happen, and a last tick covers the last records. Records may be out of order
 //! within the current tick, never behind an evaluated one. One JSON line is printed whenever the
 //! level or the set of active scopes changes (and for the first tick).
+//!
+//! Gaps cost nothing: once a tick without records leaves the correlator settled (see
+//! [`Correlator::settled`]), the remaining empty ticks of the gap are taken in one step, with the
+//! timeline and the state they would have given tick by tick. A gap whose ticks never settle is
+//! walked for at most [`MAX_UNSETTLED_TICKS`]. Lines are at most [`MAX_LINE_BYTES`] long, and
+//! `at_ms` leaves room for one tick after it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::record::OutcomeRecord;
-use crate::config::CorrelatorSettings;
+use crate::config::{escaped, quoted, CorrelatorSettings};
 use crate::correlator::{Correlator, CorrelatorError, Labels, Level, Verdict};
 use crate::matrix::{Matrix, BASE_DIMENSIONS};
 use crossprobe_probes::outcome::OUTCOME_NAMES;
 
-/// Most ticks a gap between two records may span: a typo in `at_ms` should fail, not spin.
-pub const MAX_GAP_TICKS: u64 = 10_000_000;
+/// Most ticks of one gap between records walked one by one while the correlator does not
+/// settle; a settled gap of any length is one step.
+pub const MAX_UNSETTLED_TICKS: u64 = 1_000_000;
+
+/// Longest input line, in bytes: a record is a few hundred.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -50,24 +60,67 @@ pub enum ReplayError {
     Correlator(#[from] CorrelatorError),
 }
 
+/// An error of one input line; what it echoes of the line is escaped and bounded.
 fn line_error(line: usize, message: impl Into<String>) -> ReplayError {
-    ReplayError::Line { line, message: message.into() }
+    ReplayError::Line { line, message: escaped(&message.into()) }
 }
 
-/// Reads the records of `input`, skipping blank lines, with their 1-based line numbers.
+/// Reads the records of `input`, skipping blank lines, with their 1-based line numbers. A line
+/// longer than [`MAX_LINE_BYTES`] or not UTF-8 is an error naming it.
 pub fn records(input: impl BufRead) -> impl Iterator<Item = Result<(usize, OutcomeRecord), ReplayError>> {
-    input.lines().enumerate().filter_map(|(i, line)| {
-        let line_no = i + 1;
-        match line {
-            Err(e) => Some(Err(ReplayError::Read(e))),
-            Ok(l) if l.trim().is_empty() => None,
-            Ok(l) => Some(
-                serde_json::from_str::<OutcomeRecord>(&l)
-                    .map(|r| (line_no, r))
-                    .map_err(|e| line_error(line_no, format!("invalid record: {e}"))),
-            ),
-        }
+    Lines { input, line: 0, done: false }.filter_map(|line| match line {
+        Err(e) => Some(Err(e)),
+        Ok((_, l)) if l.trim().is_empty() => None,
+        Ok((line_no, l)) => Some(
+            serde_json::from_str::<OutcomeRecord>(&l)
+                .map(|r| (line_no, r))
+                .map_err(|e| line_error(line_no, format!("invalid record: {e}"))),
+        ),
     })
+}
+
+/// The lines of an input, each read at most [`MAX_LINE_BYTES`] (plus its newline) at a time.
+struct Lines<R> {
+    input: R,
+    line: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = Result<(usize, String), ReplayError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.line += 1;
+        let mut buf = Vec::new();
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        match (&mut self.input).take(limit).read_until(b'\n', &mut buf) {
+            Err(e) => {
+                self.done = true;
+                return Some(Err(ReplayError::Read(e)));
+            }
+            Ok(0) => {
+                self.done = true;
+                return None;
+            }
+            Ok(_) => {}
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        } else if buf.len() > MAX_LINE_BYTES {
+            self.done = true;
+            return Some(Err(line_error(self.line, format!("longer than {MAX_LINE_BYTES} bytes"))));
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        Some(String::from_utf8(buf).map(|l| (self.line, l)).map_err(|_| {
+            self.done = true;
+            line_error(self.line, "not UTF-8 text")
+        }))
+    }
 }
 
 /// The matrix of the distinct cells in `input`: dimensions `az`, `tenant`, `protocol`, `broker`
@@ -121,6 +174,8 @@ pub struct Replay {
     tick_ms: u64,
     next_boundary: Option<u64>,
     last: Option<(Level, Vec<Labels>)>,
+    /// Take settled gaps in one step; tests turn it off to compare with walking every tick.
+    skip_gaps: bool,
 }
 
 impl Replay {
@@ -132,6 +187,7 @@ impl Replay {
             tick_ms: (settings.tick.as_millis() as u64).max(1),
             next_boundary: None,
             last: None,
+            skip_gaps: true,
         })
     }
 
@@ -140,12 +196,26 @@ impl Replay {
         let outcome = r.outcome().ok_or_else(|| {
             line_error(
                 line,
-                format!("unknown outcome \"{}\" (expected one of {})", r.outcome, OUTCOME_NAMES.join(", ")),
+                format!(
+                    "unknown outcome {} (expected one of {})",
+                    quoted(&r.outcome),
+                    OUTCOME_NAMES.join(", ")
+                ),
             )
         })?;
         let cell = self.cell_index(line, &r.cell)?;
-        let boundary = *self.next_boundary.get_or_insert(r.at_ms.saturating_add(self.tick_ms));
-        if r.at_ms < boundary.saturating_sub(self.tick_ms) {
+        if r.at_ms.checked_add(self.tick_ms).is_none() {
+            return Err(line_error(
+                line,
+                format!(
+                    "at_ms {} leaves no room for its tick: it must be below {}",
+                    r.at_ms,
+                    u64::MAX - self.tick_ms + 1
+                ),
+            ));
+        }
+        let boundary = *self.next_boundary.get_or_insert(r.at_ms + self.tick_ms);
+        if r.at_ms < boundary - self.tick_ms {
             return Err(line_error(
                 line,
                 format!(
@@ -155,14 +225,25 @@ impl Replay {
                 ),
             ));
         }
-        if r.at_ms >= boundary && (r.at_ms - boundary) / self.tick_ms >= MAX_GAP_TICKS {
-            return Err(line_error(
-                line,
-                format!("at_ms {} is more than {MAX_GAP_TICKS} ticks after the previous records", r.at_ms),
-            ));
-        }
-        while r.at_ms >= self.next_boundary.unwrap_or(u64::MAX) {
+        // Every boundary up to `at_ms` is a tick; `at_ms + tick_ms` fits, so they all do.
+        let mut walked = 0u64;
+        while let Some(next) = self.next_boundary.filter(|&b| r.at_ms >= b) {
+            let remaining = (r.at_ms - next) / self.tick_ms + 1;
+            if walked > 0 && self.skip_gaps && self.correlator.skip_idle(remaining) {
+                self.next_boundary = Some(next + remaining * self.tick_ms);
+                break;
+            }
+            if walked >= MAX_UNSETTLED_TICKS {
+                return Err(line_error(
+                    line,
+                    format!(
+                        "at_ms {} is {remaining} more ticks after the previous records, and the correlator did not settle within {MAX_UNSETTLED_TICKS}",
+                        r.at_ms
+                    ),
+                ));
+            }
             self.tick(out)?;
+            walked += 1;
         }
         self.correlator.record(cell, &outcome)?;
         Ok(())
@@ -365,6 +446,111 @@ mod tests {
             let err = run(&input, matrix).expect_err(want).to_string();
             assert!(err.starts_with(want), "want {want:?}, got {err:?}");
         }
+    }
+
+    #[test]
+    fn the_largest_at_ms_is_an_error_not_a_spin() {
+        let input = [line(0, "a", "ok"), line(u64::MAX, "a", "lost")].join("\n");
+        let err = run(&input, None).unwrap_err().to_string();
+        assert!(err.starts_with("line 2: at_ms 18446744073709551615 leaves no room for its tick"), "{err}");
+        let err = run(&line(u64::MAX - 999, "a", "ok"), None).unwrap_err().to_string();
+        assert!(err.starts_with("line 1: at_ms"), "{err}");
+        // The largest that fits: one tick right after it.
+        let out = run(&line(u64::MAX - 1000, "a", "ok"), None).unwrap();
+        assert_eq!(out[0]["at_ms"], u64::MAX);
+    }
+
+    #[test]
+    fn huge_gaps_are_one_step() {
+        // Zone a fails for ten seconds, then a record 10^15 ticks later and one at the end of
+        // time: walking would take years.
+        let mut lines = Vec::new();
+        for t in 0..10 {
+            lines.push(line(t * 1000, "a", "lost"));
+            lines.push(line(t * 1000 + 1, "b", "ok"));
+        }
+        lines.push(line(1_000_000_000_000_000_000, "a", "ok"));
+        lines.push(line(u64::MAX - 5000, "b", "ok"));
+        let started = std::time::Instant::now();
+        let out = run(&lines.join("\n"), None).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+        let got: Vec<(u64, &str)> =
+            out.iter().map(|v| (v["at_ms"].as_u64().unwrap(), v["verdict"].as_str().unwrap())).collect();
+        assert_eq!(got, [(1000, "ok"), (3000, "suspect")]);
+    }
+
+    /// Records of `m` in rounds: each round every cell probes once, failing as its fault says
+    /// (`faults[round % len]` is a set of zones down), and rounds are `gaps[round]` ticks apart.
+    fn rounds(m: &Matrix, faults: &[u8], gaps: &[u64]) -> String {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for (round, gap) in gaps.iter().enumerate() {
+            let down = faults[round % faults.len()];
+            for (i, cell) in m.cells().iter().enumerate() {
+                let zone = ["a", "b", "c"].iter().position(|z| *z == cell.labels[0]).unwrap();
+                let o = if down & (1 << zone) != 0 { Outcome::Lost } else { Outcome::Ok };
+                OutcomeRecord::new(at + i as u64, m, cell, &o, None).write_line(&mut out).unwrap();
+            }
+            at += gap * 1000;
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn timeline(input: &str, m: &Matrix, settings: &CorrelatorSettings, skip: bool) -> String {
+        let mut r = Replay::new(m, settings).unwrap();
+        r.skip_gaps = skip;
+        let mut out = Vec::new();
+        for rec in records(input.as_bytes()) {
+            let (line, rec) = rec.unwrap();
+            r.feed(line, &rec, &mut out).unwrap();
+        }
+        r.finish(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Skipping settled gaps prints exactly what walking every tick prints, evidence, tick
+        /// numbers and times included, with short hysteresis so that entering, resolving and
+        /// flapping all happen inside gaps.
+        #[test]
+        fn skipping_gaps_prints_what_walking_prints(
+            faults in proptest::collection::vec(0u8..8, 1..6),
+            gaps in proptest::collection::vec(proptest::prop_oneof![3 => 1u64..3, 1 => 3u64..30, 1 => 30u64..120], 5..30),
+            enter in 1u32..4,
+            exit_extra in 0u32..6,
+            flap_window in 5u32..60,
+            flap_changes in 2u32..5,
+        ) {
+            let m = grid();
+            let settings = CorrelatorSettings {
+                enter_ticks: enter,
+                exit_ticks: enter + exit_extra,
+                flap_window_ticks: flap_window,
+                flap_changes,
+                ..CorrelatorSettings::default()
+            };
+            let input = rounds(&m, &faults, &gaps);
+            let walked = timeline(&input, &m, &settings, false);
+            let skipped = timeline(&input, &m, &settings, true);
+            proptest::prop_assert_eq!(skipped, walked);
+        }
+    }
+
+    #[test]
+    fn long_lines_and_bad_bytes_name_their_line() {
+        let long = format!("{}\n{}", line(0, "a", "ok"), "x".repeat(MAX_LINE_BYTES + 1));
+        let err = run(&long, None).unwrap_err().to_string();
+        assert_eq!(err, format!("line 2: longer than {MAX_LINE_BYTES} bytes"));
+        let mut bytes = line(0, "a", "ok").into_bytes();
+        bytes.extend_from_slice(b"\n\xff\n");
+        let m = grid();
+        let err = replay(&bytes[..], &m, &CorrelatorSettings::default(), &mut Vec::new()).unwrap_err();
+        assert_eq!(err.to_string(), "line 2: not UTF-8 text");
+        // CRLF line ends are fine.
+        let crlf = [line(0, "a", "ok"), line(1000, "a", "ok")].join("\r\n");
+        assert_eq!(run(&crlf, None).unwrap().len(), 1);
     }
 
     #[test]
