@@ -8,7 +8,9 @@
 //! Stop order ([`crate::shutdown`]): workers stop scheduling and finish their probes in flight
 //! (at most one timeout), then the broker clients close, then the evaluator takes the last
 //! observations and evaluates once more, and the HTTP server stops last, so the final scrape
-//! sees final counts.
+//! sees final counts. The whole stop takes at most the longest probe timeout plus
+//! [`STOP_MARGIN`]; past that, what still runs is left behind and the stop is an error. A second
+//! SIGINT or SIGTERM during the stop ends `run` at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +20,8 @@ use std::time::Duration;
 use crossprobe_probes::tracker::{Event, ProbeResult};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
 
 use crate::clients::ClientError;
 use crate::config::{ConfigSource, ValidatedConfig};
@@ -52,6 +55,19 @@ pub enum DaemonError {
     Correlator(#[from] crate::correlator::CorrelatorError),
     #[error("cannot serve HTTPS")]
     Tls(#[from] crate::pem::TlsError),
+    #[error("a second {0} ended the stop before it finished")]
+    Interrupted(&'static str),
+}
+
+/// A stop takes at most the longest probe timeout plus this: the probes in flight end within
+/// their timeout, and closing the clients (AMQP queues deleted) and the HTTP server (requests in
+/// progress finish, within [`crate::web::DRAIN`]) take well under it.
+pub const STOP_MARGIN: Duration = Duration::from_secs(10);
+
+/// How the run loop ended, and by when every task must have ended too.
+struct Ended {
+    result: Result<(), DaemonError>,
+    deadline: Instant,
 }
 
 /// How `run` was asked to behave beyond the config.
@@ -73,7 +89,7 @@ pub struct Daemon {
     addr: SocketAddr,
     shutdown: Shutdown,
     reload: ReloadHandle,
-    task: tokio::task::JoinHandle<Result<(), DaemonError>>,
+    task: tokio::task::JoinHandle<Ended>,
 }
 
 impl Daemon {
@@ -114,6 +130,7 @@ impl Daemon {
             metrics: metrics.clone(),
             published: published.clone(),
             reload: reload.clone(),
+            lifecycle: config.daemon.web.enable_lifecycle,
         });
         let scheme = web.scheme();
         let server = shutdown.spawn(server::serve(listener, shared, web, shutdown.server().clone()));
@@ -157,13 +174,19 @@ impl Daemon {
         self.shutdown.request().cancel();
     }
 
-    /// Waits for the daemon to end, after [`Daemon::stop`] or a failure.
+    /// Waits for the daemon to end, after [`Daemon::stop`] or a failure: at most the longest
+    /// probe timeout plus [`STOP_MARGIN`] after the stop began.
     pub async fn wait(self) -> Result<(), DaemonError> {
-        let result = self.task.await.unwrap_or(Err(DaemonError::Stuck(Stuck("run loop"))));
-        if !self.shutdown.drain(GRACE).await {
+        let Ended { result, deadline } = self.task.await.unwrap_or_else(|_| Ended {
+            result: Err(DaemonError::Stuck(Stuck("run loop"))),
+            deadline: Instant::now() + GRACE,
+        });
+        let drained = self.shutdown.drain(deadline.saturating_duration_since(Instant::now())).await;
+        result?;
+        if !drained {
             return Err(DaemonError::Stuck(Stuck("daemon tasks")));
         }
-        result
+        Ok(())
     }
 }
 
@@ -200,9 +223,24 @@ impl RunLoop {
     }
 
     /// Feeds observations to the evaluator, ticks it, applies reloads; on a stop request, stops
-    /// the workers and clients, takes their last observations, evaluates once more, then stops
-    /// the server.
-    async fn run(mut self, server: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<(), DaemonError> {
+    /// in order within the longest probe timeout plus [`STOP_MARGIN`].
+    async fn run(mut self, server: tokio::task::JoinHandle<std::io::Result<()>>) -> Ended {
+        self.until_stop().await;
+        let bound = self.pool.longest_timeout() + STOP_MARGIN;
+        let deadline = Instant::now() + bound;
+        let result = match tokio::time::timeout_at(deadline, self.stop(server)).await {
+            Ok(result) => result,
+            Err(_) => {
+                error!(within = ?bound, "the stop did not finish in time; leaving what still runs");
+                self.shutdown.server().cancel();
+                Err(Stuck("the ordered stop").into())
+            }
+        };
+        Ended { result, deadline }
+    }
+
+    /// Feeds observations to the evaluator, ticks it, applies reloads, until a stop request.
+    async fn until_stop(&mut self) {
         let new_ticker = |tick: Duration| {
             let mut ticker = tokio::time::interval(tick);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -247,6 +285,14 @@ impl RunLoop {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// Stops the workers and clients, takes their last observations, evaluates once more, then
+    /// stops the server.
+    async fn stop(
+        &mut self,
+        server: tokio::task::JoinHandle<std::io::Result<()>>,
+    ) -> Result<(), DaemonError> {
         self.reload_requests.close();
         while let Ok(reply) = self.reload_requests.try_recv() {
             let _ = reply.send(Err(ReloadError::Stopping));
@@ -264,14 +310,21 @@ impl RunLoop {
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then stops in order; SIGHUP reloads the configuration.
+/// Runs until SIGINT or SIGTERM, then stops in order; a second SIGINT or SIGTERM returns at once
+/// with [`DaemonError::Interrupted`]; SIGHUP reloads the configuration.
 pub async fn run(config: ValidatedConfig, options: RunOptions) -> Result<(), DaemonError> {
     let mut signals = StopSignals::install().map_err(DaemonError::Signals)?;
     let daemon = Daemon::start(config, RunOptions { sighup: true, ..options }).await?;
     let name = signals.recv().await;
     info!(signal = name, "stopping");
     daemon.stop();
-    daemon.wait().await?;
+    tokio::select! {
+        result = daemon.wait() => result?,
+        again = signals.recv() => {
+            warn!(signal = again, "second stop signal: exiting now, without finishing the stop");
+            return Err(DaemonError::Interrupted(again));
+        }
+    }
     info!("stopped");
     Ok(())
 }

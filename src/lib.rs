@@ -16,7 +16,7 @@
 //!    [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
 //!    [`clients`]: validated config to broker clients, shared per cluster or connection.
 //!    [`tables`]: the tables the CLI prints.
-//!    [`web`]: `[daemon.web]`: HTTPS and basic auth for the endpoints.
+//!    [`web`]: `[daemon.web]`: HTTPS, basic auth, connection limits and timeouts.
 //! 6. [`config`]: the TOML file, strict parsing, validation that reports every mistake.
 //! 7. [`shard`]: `--shard I/N`, one replica's deterministic part of a large matrix.
 //!    [`pem`]: PEM certificate and key files, read alike by `check` and the HTTPS server.
@@ -26,7 +26,7 @@
 //!
 //! Below them all, the `crossprobe-probes` crate: broker I/O only.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod clients;
 pub mod config;

@@ -149,19 +149,21 @@ fn main() -> ExitCode {
             init_logging(config.daemon.log_format);
             log_warnings(&path, &config);
             log_shard(shard, &config);
-            match runtime().and_then(|rt| {
-                Ok(rt.block_on(crossprobe::daemon::run(
-                    config,
-                    RunOptions {
-                        record,
-                        source: Some(source(&path, shard)),
-                        watch: watch_config,
-                        sighup: true,
-                    },
-                ))?)
-            }) {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => return fail(e),
+            };
+            let options =
+                RunOptions { record, source: Some(source(&path, shard)), watch: watch_config, sighup: true };
+            let result = rt.block_on(crossprobe::daemon::run(config, options));
+            if result.is_err() {
+                // After a second stop signal or a stop past its bound, tasks may still run: the
+                // process exits without waiting for them.
+                rt.shutdown_background();
+            }
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
+                Err(e) => fail(e.into()),
             }
         }
         Command::Replay { input, config } => replay(&input, config),

@@ -1,8 +1,9 @@
 //! The HTTP surface: `/metrics` (Prometheus text format), `/verdict` (the correlator's answer
 //! with its evidence and every cell's state, as JSON), `/healthz` (the process answers),
 //! `/readyz` (every cell has reported and every client has connected at least once),
-//! `POST /-/reload` (read the configuration file again, like SIGHUP), and the status page `/`
-//! with the document it polls, `/api/status` (see [`crate::status`]).
+//! `POST /-/reload` (read the configuration file again, like SIGHUP; only with `[daemon.web]
+//! enable_lifecycle`, and never for another web site's page), and the status page `/` with the
+//! document it polls, `/api/status` (see [`crate::status`]).
 //!
 //! Handlers only read what the evaluator published ([`crate::published`]) and the metrics; they
 //! never touch the correlator's tables. The server is stopped last, so the final scrape sees final counts.
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub published: Arc<Published>,
     /// Where `POST /-/reload` asks for a reload.
     pub reload: ReloadHandle,
+    /// Whether `POST /-/reload` answers (`[daemon.web] enable_lifecycle`).
+    pub lifecycle: bool,
 }
 
 /// The routes over `shared`.
@@ -103,9 +106,20 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// What `POST /-/reload` answers while it is off.
+const RELOAD_DISABLED: &str = "POST /-/reload is disabled: set enable_lifecycle = true in [daemon.web] to \
+     enable it, or reload with SIGHUP or run --watch-config\n";
+
 /// Reloads the configuration like SIGHUP: 200 with what changed, or 500 with why the running
-/// configuration stays (every problem of an invalid file, one per line), like Prometheus.
-async fn reload(State(s): State<Arc<Shared>>) -> Response {
+/// configuration stays (every problem of an invalid file, one per line), like Prometheus. 403
+/// while the endpoint is off, and for a request from another site's page.
+async fn reload(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !s.lifecycle {
+        return (StatusCode::FORBIDDEN, RELOAD_DISABLED).into_response();
+    }
+    if let Err(why) = crate::web::origin::check(&headers) {
+        return (StatusCode::FORBIDDEN, format!("POST /-/reload refused: {why}\n")).into_response();
+    }
     match s.reload.reload().await {
         Ok(applied) => (StatusCode::OK, format!("reloaded: {applied}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}\n")).into_response(),

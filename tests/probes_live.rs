@@ -228,7 +228,11 @@ async fn stray_messages_are_counted_as_duplicate_corrupt_and_foreign_never_ok() 
     let topic =
         config.tenants[config.matrix.cells()[kafka_cell].tenant].kafka.as_ref().unwrap().topic.clone();
     inject_kafka(&b.kafka[0], &topic, strays(kafka_cell));
-    let queue = crossprobe::clients::queue_name(&config.daemon.instance, &config.matrix.cells()[amqp_cell]);
+    let queue = crossprobe::clients::queue_name(
+        &config.daemon.instance,
+        p.instance_id(),
+        &config.matrix.cells()[amqp_cell],
+    );
     inject_amqp(&b.amqp[0], &b.acme_password, &queue, strays(amqp_cell)).await;
 
     let mut events: BTreeMap<usize, Vec<Event>> = BTreeMap::new();
@@ -306,16 +310,12 @@ async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
         eprintln!("skipping the queue read-back: the brokers are not crossprobe-local's");
         return;
     }
+    // While a pool runs its queue carries the settings; once it stopped the queue is gone.
+    let mut p = WorkerPool::start(&config, false, &Shutdown::new()).unwrap();
+    until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
     let cell = config.matrix.cells().iter().find(|c| c.id.as_str() == "rabbit-a/acme").unwrap();
-    let queue = crossprobe::clients::queue_name(&config.daemon.instance, cell);
-    let base: u16 =
-        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-n", "rabbit-a@localhost", "-q", "list_queues", "-p", "acme", "name", "arguments"])
-        .env("ERL_EPMD_PORT", (base + 369).to_string())
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let queue = crossprobe::clients::queue_name(&config.daemon.instance, p.instance_id(), cell);
+    let listing = list_queues("rabbit-a");
     let line = listing
         .lines()
         .find(|l| l.starts_with(&queue))
@@ -323,6 +323,25 @@ async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
     for expected in ["x-message-ttl", "60000", "x-max-length", "100", "x-expires"] {
         assert!(line.contains(expected), "{queue}: {expected} missing in {line}");
     }
+    p.stop().await.unwrap();
+    let listing = list_queues("rabbit-a");
+    let prefix = format!("crossprobe.{}.{:08x}.", config.daemon.instance, p.instance_id() as u32);
+    assert!(
+        !listing.lines().any(|l| l.starts_with(&prefix)),
+        "queues left behind by a stopped pool:\n{listing}"
+    );
+}
+
+/// `name arguments` of every queue of vhost `acme` on crossprobe-local's node `node`.
+fn list_queues(node: &str) -> String {
+    let base: u16 =
+        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-n", &format!("{node}@localhost"), "-q", "list_queues", "-p", "acme", "name", "arguments"])
+        .env("ERL_EPMD_PORT", (base + 369).to_string())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

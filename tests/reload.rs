@@ -1,7 +1,8 @@
 //! Reloading the configuration of a running daemon against the local zones: SIGHUP on the real
 //! binary adds and removes cells without touching the others' counters, and a broken file
-//! leaves the old matrix running with the reload-failure metric at 0; `POST /-/reload` applies
-//! changed thresholds and probe settings while a fault is active, keeping the verdict's state.
+//! leaves the old matrix running with the reload-failure metric at 0; `POST /-/reload` (turned
+//! on with `[daemon.web] enable_lifecycle`) applies changed thresholds and probe settings while a
+//! fault is active, keeping the verdict's state.
 
 mod support;
 
@@ -73,6 +74,13 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 fn verdict(addr: SocketAddr) -> Result<serde_json::Value, String> {
     let (_, body) = http_get(addr, "/verdict").map_err(|e| e.to_string())?;
     serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+}
+
+/// A generated config with `POST /-/reload` turned on.
+fn with_reload_endpoint(toml: &str) -> String {
+    let on = toml.replacen("\n\n[probe]\n", "\n\n[daemon.web]\nenable_lifecycle = true\n\n[probe]\n", 1);
+    assert_ne!(on, toml, "the generated config has a [probe] table after [daemon]");
+    on
 }
 
 /// `[[targets]]` block of `name` (up to the next blank line) removed from a generated config.
@@ -242,6 +250,7 @@ async fn post_reload_changes_thresholds_and_settings_during_a_fault_keeping_stat
     let b = brokers();
     let _x = exclusive().await;
     let (toml, id) = local_matrix(b, &FAST);
+    let toml = with_reload_endpoint(&toml);
     let file = ConfigFile::new(&id, &toml);
     let source = ConfigSource { path: file.0.clone(), shard: None };
     let daemon =
@@ -364,7 +373,7 @@ async fn a_reload_reads_passwords_again_and_reconnects_with_the_new_one() {
     // acme's AMQP password from a file that starts out wrong.
     let secret = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("reload-{id}.password"));
     std::fs::write(&secret, "not-the-password\n").unwrap();
-    let toml = toml.replace(
+    let toml = with_reload_endpoint(&toml).replace(
         "password_env = \"CROSSPROBE_ACME_AMQP_PASSWORD\"",
         &format!("password_file = \"{}\"", secret.display()),
     );

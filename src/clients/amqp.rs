@@ -9,9 +9,11 @@ use super::{hash, ClientError, ClientSpec, Reads};
 use crate::config::{AmqpTarget, Target, Tenant};
 use crate::matrix::Cell;
 
-/// The connection and queue settings of AMQP cell `cell` of `target` for `tenant`.
+/// The connection and queue settings of AMQP cell `cell` of `target` for `tenant`, for the
+/// process whose random id is `run`.
 pub(super) fn spec<'a>(
     instance: &str,
+    run: u64,
     cell: &Cell,
     target: &'a Target,
     a: &'a AmqpTarget,
@@ -42,7 +44,7 @@ pub(super) fn spec<'a>(
         client.interval,
     ));
     let queue = QueueSpec {
-        name: queue_name(instance, cell),
+        name: queue_name(instance, run, cell),
         ttl: a.queue_ttl,
         max_length: a.queue_max_length,
         expires: (target.probe.interval * 10).max(Duration::from_secs(600)),
@@ -50,7 +52,10 @@ pub(super) fn spec<'a>(
     Ok(ClientSpec::Amqp { key, config: client, queue })
 }
 
-/// The probe queue of a cell: per daemon instance, so replicas never read each other's probes.
-pub fn queue_name(instance: &str, cell: &Cell) -> String {
-    format!("crossprobe.{instance}.{}", cell.id.as_str().replace('/', "."))
+/// The probe queue of a cell: per daemon instance and per process (`run`, the random id the
+/// process stamps on its probes), so neither replicas nor two processes with one configuration
+/// (a rolling update's old and new pod) read each other's probes. A process deletes its queues
+/// when it stops; `x-expires` removes those of a process that died.
+pub fn queue_name(instance: &str, run: u64, cell: &Cell) -> String {
+    format!("crossprobe.{instance}.{:08x}.{}", run as u32, cell.id.as_str().replace('/', "."))
 }

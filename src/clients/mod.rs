@@ -83,9 +83,11 @@ impl<'a> Reads<'a> {
 }
 
 impl CellSpec {
-    /// Resolves `cell` of `config`; fails only when a password or CA file cannot be read.
+    /// Resolves `cell` of `config` for the process whose random id is `run`; fails only when a
+    /// password or CA file cannot be read.
     pub fn resolve<'a>(
         config: &'a ValidatedConfig,
+        run: u64,
         cell: &Cell,
         reads: &mut Reads<'a>,
     ) -> Result<CellSpec, ClientError> {
@@ -93,7 +95,7 @@ impl CellSpec {
         let tenant = &config.tenants[cell.tenant];
         let client = match &target.endpoint {
             Endpoint::Kafka(k) => kafka::spec(target, k, tenant, reads)?,
-            Endpoint::Amqp(a) => amqp::spec(&config.daemon.instance, cell, target, a, tenant, reads)?,
+            Endpoint::Amqp(a) => amqp::spec(&config.daemon.instance, run, cell, target, a, tenant, reads)?,
         };
         let cell_part = match &client {
             ClientSpec::Kafka { key, topic, broker_id, .. } => hash(&(key, topic, broker_id)),

@@ -40,7 +40,8 @@ pub struct RawDaemon {
     pub web: Option<RawWeb>,
 }
 
-/// `[daemon.web]`, keys as in Prometheus's exporter web config.
+/// `[daemon.web]`: the TLS and basic-auth keys as in Prometheus's exporter web config, then the
+/// server's own limits and switches.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWeb {
@@ -48,6 +49,10 @@ pub struct RawWeb {
     pub tls_key_file: Option<Str>,
     pub tls_client_ca_file: Option<Str>,
     pub basic_auth_users: Option<BTreeMap<String, Str>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub header_read_timeout: Option<Str>,
+    pub idle_timeout: Option<Str>,
+    pub enable_lifecycle: Option<bool>,
 }
 
 /// Probe settings: the defaults under `[probe]`, and the per-target overrides.

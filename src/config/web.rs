@@ -1,6 +1,7 @@
 //! `[daemon.web]`: TLS and HTTP basic authentication of the daemon's own endpoints, modelled on
 //! the web configuration of Prometheus's exporter-toolkit (`tls_server_config` and
-//! `basic_auth_users`), with the same meaning for the same keys.
+//! `basic_auth_users`), with the same meaning for the same keys; and the server's own limits
+//! (connections, timeouts) and whether `POST /-/reload` answers.
 //!
 //! The files are read and parsed at check time, so `crossprobe check` catches a missing file, a
 //! key that is not PEM or a key that does not belong to the certificate before a deployment
@@ -9,18 +10,50 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::error::{key, Problems};
 use super::raw::{RawWeb, Str};
+use super::values::{self, Limits};
 use crate::pem;
 
-/// `[daemon.web]`; the default (section absent) is plain HTTP without authentication.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `[daemon.web]`; the default (section absent) is plain HTTP without authentication, with the
+/// default limits and `POST /-/reload` off.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSettings {
     /// Serve HTTPS instead of HTTP.
     pub tls: Option<TlsFiles>,
     /// User name to bcrypt hash; empty means no authentication.
     pub basic_auth_users: BTreeMap<String, PasswordHash>,
+    /// Connections open at once; one more is closed as soon as it is accepted, so a flood of
+    /// idle connections cannot take the file descriptors the broker clients need.
+    pub max_connections: usize,
+    /// A new connection gets this long for its TLS handshake and first request head; a request
+    /// head, once its first byte arrived, must be complete within it.
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection waiting for its next request, or a response that the client does
+    /// not read, is closed after this long without progress.
+    pub idle_timeout: Duration,
+    /// Whether `POST /-/reload` answers, like Prometheus's `--web.enable-lifecycle`.
+    pub enable_lifecycle: bool,
+}
+
+/// Defaults of the limits, in `config/crossprobe.toml` too.
+pub const MAX_CONNECTIONS: usize = 256;
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            tls: None,
+            basic_auth_users: BTreeMap::new(),
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            enable_lifecycle: false,
+        }
+    }
 }
 
 /// PEM files of the HTTPS server, re-read when they change (see `web::tls`).
@@ -58,7 +91,30 @@ impl fmt::Debug for PasswordHash {
 /// Checks `[daemon.web]`, recording every problem.
 pub(super) fn web(p: &mut Problems, raw: Option<&RawWeb>) -> WebSettings {
     let Some(raw) = raw else { return WebSettings::default() };
-    WebSettings { tls: tls_files(p, raw), basic_auth_users: users(p, raw) }
+    let max_connections = values::count(
+        p,
+        &format!("{PATH}.max_connections"),
+        raw.max_connections.as_ref(),
+        MAX_CONNECTIONS as u32,
+        Limits { min: 1, max: 65_536 },
+    ) as usize;
+    let timeout = |p: &mut Problems, key: &str, value: Option<&Str>, default: Duration| {
+        let range = (Duration::from_millis(100), Duration::from_secs(3600));
+        values::duration_in(p, &format!("{PATH}.{key}"), value, default, range)
+    };
+    WebSettings {
+        tls: tls_files(p, raw),
+        basic_auth_users: users(p, raw),
+        max_connections,
+        header_read_timeout: timeout(
+            p,
+            "header_read_timeout",
+            raw.header_read_timeout.as_ref(),
+            HEADER_READ_TIMEOUT,
+        ),
+        idle_timeout: timeout(p, "idle_timeout", raw.idle_timeout.as_ref(), IDLE_TIMEOUT),
+        enable_lifecycle: raw.enable_lifecycle.unwrap_or(false),
+    }
 }
 
 const PATH: &str = "daemon.web";
@@ -175,8 +231,8 @@ mod tests {
     #[test]
     fn hashes_never_show_in_debug_output() {
         let settings = WebSettings {
-            tls: None,
             basic_auth_users: BTreeMap::from([("alice".into(), PasswordHash("$2y$04$secret".into()))]),
+            ..WebSettings::default()
         };
         let shown = format!("{settings:?}");
         assert!(shown.contains("alice") && !shown.contains("$2y$"), "{shown}");

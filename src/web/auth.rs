@@ -5,10 +5,12 @@
 //! bcrypt is slow on purpose (tens of milliseconds at cost 10) and Prometheus scrapes often, so
 //! a successful check is remembered, keyed by an HMAC-SHA-256 of user, password and hash under a
 //! key drawn at start-up: the password itself is never stored. Failed checks are not
-//! remembered; they run one at a time on the blocking pool, so a flood of wrong passwords costs
-//! at most one core and never stalls the runtime. An unknown user is checked against a dummy
-//! hash, so the answer time does not tell which users exist. Passwords and the `Authorization`
-//! header are never logged.
+//! remembered; they run on the blocking pool, one at a time and in turns by client address
+//! ([`super::attempts`]), so a flood of wrong passwords costs at most one core, never stalls
+//! the runtime, and never makes another address's first login wait for it. A client with too
+//! many checks in progress gets `429 Too Many Requests` without one. An unknown user is checked
+//! against a dummy hash, so the answer time does not tell which users exist. Passwords and the
+//! `Authorization` header are never logged.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use ring::hmac;
 
+use super::attempts::{Attempts, Client, Refused};
+use super::connection::Peer;
 use crate::config::PasswordHash;
 
 /// The realm clients are told to authenticate for.
@@ -36,7 +40,7 @@ pub struct BasicAuth {
     users: BTreeMap<String, PasswordHash>,
     key: hmac::Key,
     verified: Mutex<HashSet<[u8; 32]>>,
-    one_bcrypt_at_a_time: tokio::sync::Mutex<()>,
+    attempts: Attempts,
 }
 
 impl BasicAuth {
@@ -51,22 +55,23 @@ impl BasicAuth {
             users: users.clone(),
             key,
             verified: Mutex::new(HashSet::new()),
-            one_bcrypt_at_a_time: tokio::sync::Mutex::new(()),
+            attempts: Attempts::default(),
         })
     }
 
-    /// Whether an `Authorization` header names a configured user with the right password.
-    pub async fn allows(&self, authorization: Option<&HeaderValue>) -> bool {
-        let Some((user, password)) = authorization.and_then(credentials) else { return false };
+    /// Whether an `Authorization` header names a configured user with the right password;
+    /// refused without a check when `client` has too many in progress.
+    pub async fn allows(&self, authorization: Option<&HeaderValue>, client: Client) -> Result<bool, Refused> {
+        let Some((user, password)) = authorization.and_then(credentials) else { return Ok(false) };
         let hash = self.users.get(&user);
         let tag = hash.map(|h| self.tag(&user, &password, h));
         if tag.is_some_and(|t| self.remembers(&t)) {
-            return true;
+            return Ok(true);
         }
-        let _turn = self.one_bcrypt_at_a_time.lock().await;
+        let _turn = self.attempts.turn(client).await?;
         // A request with the same credentials may have been checked while this one waited.
         if tag.is_some_and(|t| self.remembers(&t)) {
-            return true;
+            return Ok(true);
         }
         let target = hash.map_or(DUMMY_HASH, PasswordHash::as_str).to_owned();
         let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &target).unwrap_or(false))
@@ -79,9 +84,9 @@ impl BasicAuth {
                     verified.clear();
                 }
                 verified.insert(tag);
-                true
+                Ok(true)
             }
-            _ => false,
+            _ => Ok(false),
         }
     }
 
@@ -114,12 +119,16 @@ fn credentials(value: &HeaderValue) -> Option<(String, String)> {
     Some((user, password))
 }
 
-/// Middleware: passes authenticated requests on, answers the rest with 401.
+/// Middleware: passes authenticated requests on, answers the rest with 401, and 429 when the
+/// client has too many checks in progress.
 pub async fn require(State(auth): State<Arc<BasicAuth>>, request: Request, next: Next) -> Response {
-    if auth.allows(request.headers().get(header::AUTHORIZATION)).await {
-        next.run(request).await
-    } else {
-        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, CHALLENGE)], "Unauthorized\n").into_response()
+    let client = request.extensions().get::<Peer>().map_or(Client::UNKNOWN, |p| Client::of(p.0.ip()));
+    match auth.allows(request.headers().get(header::AUTHORIZATION), client).await {
+        Ok(true) => next.run(request).await,
+        Ok(false) => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, CHALLENGE)], "Unauthorized\n")
+            .into_response(),
+        Err(refused) => (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], format!("{refused}\n"))
+            .into_response(),
     }
 }
 
@@ -159,14 +168,18 @@ mod tests {
     #[tokio::test]
     async fn only_the_right_user_and_password_pass_and_successes_are_remembered() {
         let auth = auth();
-        assert!(!auth.allows(None).await, "no header");
-        assert!(!auth.allows(Some(&header("prometheus", "wrong"))).await, "wrong password");
-        assert!(!auth.allows(Some(&header("nobody", "s3cret:with colon"))).await, "unknown user");
+        let allows = |h: Option<HeaderValue>| {
+            let auth = &auth;
+            async move { auth.allows(h.as_ref(), Client::UNKNOWN).await.expect("never refused here") }
+        };
+        assert!(!allows(None).await, "no header");
+        assert!(!allows(Some(header("prometheus", "wrong"))).await, "wrong password");
+        assert!(!allows(Some(header("nobody", "s3cret:with colon"))).await, "unknown user");
         assert!(auth.verified.lock().unwrap().is_empty(), "failures must not be remembered");
-        assert!(auth.allows(Some(&header("prometheus", "s3cret:with colon"))).await);
+        assert!(allows(Some(header("prometheus", "s3cret:with colon"))).await);
         assert_eq!(auth.verified.lock().unwrap().len(), 1, "a success is remembered");
-        assert!(auth.allows(Some(&header("prometheus", "s3cret:with colon"))).await);
-        assert!(!auth.allows(Some(&header("prometheus", "s3cret"))).await, "a prefix is not the password");
+        assert!(allows(Some(header("prometheus", "s3cret:with colon"))).await);
+        assert!(!allows(Some(header("prometheus", "s3cret"))).await, "a prefix is not the password");
     }
 
     #[test]

@@ -1,41 +1,54 @@
 //! `[daemon.web]` applied to the HTTP server: HTTPS (with optional client certificates) and
-//! basic authentication, for every endpoint, in the manner of Prometheus's exporter-toolkit.
+//! basic authentication, for every endpoint, in the manner of Prometheus's exporter-toolkit;
+//! the connection cap and timeouts; and the check that keeps other web sites' pages away from
+//! `POST /-/reload`.
 //!
 //! - [`tls`]: PEM files, the rustls configuration and its reload when the files change.
 //! - [`auth`]: the basic-auth middleware and its memory of successful checks.
+//! - [`attempts`]: the queue of password checks, taken in turn by client address.
+//! - [`connection`]: one connection's handshake, timeouts and end.
+//! - [`origin`]: whether a request comes from another web site's page.
 //!
-//! Plain HTTP keeps `axum::serve`. HTTPS has its own accept loop here, since `axum::serve`
-//! takes no TLS: each connection's handshake runs in its own task (a slow client never holds up
-//! the others), and the stop has the same meaning as `axum::serve`'s graceful shutdown: stop
-//! accepting, let requests in progress finish, close idle connections.
+//! One accept loop serves HTTP and HTTPS (`axum::serve` takes neither TLS nor timeouts). Each
+//! connection runs in its own task, its TLS handshake included, so a slow client never holds up
+//! the others. At most `max_connections` are open: one more is closed as soon as it is
+//! accepted, and a warning says so at most once a minute. The stop: stop accepting, close
+//! connections that are idle or still sending a request head, let requests in progress finish
+//! for up to [`DRAIN`], then close what is left.
 
+pub mod attempts;
 pub mod auth;
+pub mod connection;
+pub mod origin;
 pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::config::WebSettings;
+use connection::Timeouts;
 
-/// A client gets this long to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Once the server stops, requests in progress get this long to finish.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// The connection-cap warning is logged at most this often.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// What `[daemon.web]` asks of the server, loaded before any port is bound.
-#[derive(Default)]
 pub struct Web {
     tls: Option<Arc<tls::Certificates>>,
     auth: Option<Arc<auth::BasicAuth>>,
+    max_connections: usize,
+    timeouts: Timeouts,
 }
 
 impl Web {
@@ -43,7 +56,8 @@ impl Web {
     pub fn load(settings: &WebSettings) -> Result<Web, crate::pem::TlsError> {
         let tls = settings.tls.as_ref().map(tls::Certificates::load).transpose()?.map(Arc::new);
         let auth = auth::BasicAuth::new(&settings.basic_auth_users).map(Arc::new);
-        Ok(Web { tls, auth })
+        let timeouts = Timeouts { header_read: settings.header_read_timeout, idle: settings.idle_timeout };
+        Ok(Web { tls, auth, max_connections: settings.max_connections, timeouts })
     }
 
     /// `https` or `http`, for logs.
@@ -55,7 +69,8 @@ impl Web {
         }
     }
 
-    /// Serves `app` until `stop` is cancelled, then finishes the requests in progress.
+    /// Serves `app` until `stop` is cancelled, then finishes the requests in progress, for up
+    /// to [`DRAIN`].
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -66,54 +81,67 @@ impl Web {
             Some(auth) => app.layer(axum::middleware::from_fn_with_state(auth, auth::require)),
             None => app,
         };
-        match self.tls {
-            Some(certificates) => serve_tls(listener, app, certificates, stop).await,
-            None => axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+        let connections = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let force = CancellationToken::new();
+        let mut cap = CapWarning::default();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        accept_failed(e, &stop).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(tcp);
+                cap.refused(self.max_connections);
+                continue;
+            };
+            let tls = self.tls.as_ref().map(|c| TlsAcceptor::from(c.current()));
+            let task =
+                connection::serve(tcp, peer, tls, app.clone(), self.timeouts, stop.clone(), force.clone());
+            connections.spawn(async move {
+                task.await;
+                drop(slot);
+            });
         }
+        drop(listener);
+        connections.close();
+        if tokio::time::timeout(DRAIN, connections.wait()).await.is_err() {
+            let open = self.max_connections - slots.available_permits();
+            warn!(open, drain = ?DRAIN, "closing HTTP connections whose requests did not finish in time");
+            force.cancel();
+            connections.wait().await;
+        }
+        Ok(())
     }
 }
 
-async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    certificates: Arc<tls::Certificates>,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let connections = TaskTracker::new();
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(e, &stop).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = TlsAcceptor::from(certificates.current());
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        connections.spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                Err(_) => return debug!(peer = %peer, "TLS handshake timed out"),
-            };
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                debug!(peer = %peer, error = %e, "HTTPS connection failed");
-            }
-        });
+/// Counts the connections refused at the cap, and says so at most once a minute.
+#[derive(Default)]
+struct CapWarning {
+    last: Option<Instant>,
+    refused: u64,
+}
+
+impl CapWarning {
+    fn refused(&mut self, max_connections: usize) {
+        self.refused += 1;
+        let now = Instant::now();
+        if self.last.is_none_or(|last| now.duration_since(last) >= CAP_WARNING_EVERY) {
+            warn!(
+                max_connections,
+                refused = self.refused,
+                "HTTP connection limit reached: closing new connections until open ones end ([daemon.web] max_connections)"
+            );
+            self.last = Some(now);
+            self.refused = 0;
+        }
     }
-    drop(listener);
-    connections.close();
-    // Tells every connection to finish its request and close, and waits for them; handshakes in
-    // progress end within their timeout.
-    graceful.shutdown().await;
-    connections.wait().await;
-    Ok(())
 }
 
 /// A failed accept: a client that gave up is nothing; running out of file descriptors is
@@ -123,7 +151,7 @@ async fn accept_failed(e: std::io::Error, stop: &CancellationToken) {
     if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
         return;
     }
-    warn!(error = %e, "cannot accept HTTPS connections; retrying in 1s");
+    warn!(error = %e, "cannot accept HTTP connections; retrying in 1s");
     tokio::select! {
         _ = stop.cancelled() => {}
         _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -168,6 +168,17 @@ impl Client {
         Client { config: Arc::new(config) }
     }
 
+    /// A TLS connection to `addr`, its handshake done. An error says where it broke.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let name = ServerName::IpAddress(addr.ip().into());
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        connector.connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))
+    }
+
     /// `GET path`, with basic auth when `auth` is given. An error says where the exchange broke.
     pub async fn get(
         &self,
@@ -176,10 +187,7 @@ impl Client {
         auth: Option<(&str, &str)>,
     ) -> Result<Response, String> {
         let exchange = async {
-            let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-            let name = ServerName::IpAddress(addr.ip().into());
-            let connector = tokio_rustls::TlsConnector::from(self.config.clone());
-            let mut tls = connector.connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+            let mut tls = self.connect(addr).await?;
             let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
             if let Some((user, password)) = auth {
                 let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -203,7 +211,7 @@ impl Client {
 // tokio's `io-util` extension traits are not among the crate's tokio features; these two are all
 // the client needs.
 
-async fn write_all(s: &mut (impl AsyncWrite + Unpin), mut buf: &[u8]) -> std::io::Result<()> {
+pub async fn write_all(s: &mut (impl AsyncWrite + Unpin), mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
         let n = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_write(cx, buf)).await?;
         if n == 0 {
@@ -214,7 +222,7 @@ async fn write_all(s: &mut (impl AsyncWrite + Unpin), mut buf: &[u8]) -> std::io
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_flush(cx)).await
 }
 
-async fn read_to_end(s: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
+pub async fn read_to_end(s: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {

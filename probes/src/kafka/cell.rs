@@ -112,7 +112,9 @@ impl KafkaCell {
                 pin.backoff = setup_backoff(pin.backoff, self.cluster.config.interval);
                 pin.retry_at = Some(now + pin.backoff);
                 if matches!(e, ProbeError::Connect(ErrorKind::NotFound)) {
-                    pin.partition = None;
+                    if pin.partition.take().is_some() {
+                        clients.topic_vanished();
+                    }
                     pin.leader = None;
                 }
                 Err(e)
@@ -180,7 +182,9 @@ impl KafkaCell {
                 let k = kind(&e);
                 if k == ErrorKind::NotFound {
                     let mut pin = self.pin.lock().expect("pin lock");
-                    pin.partition = None;
+                    if pin.partition.take().is_some() {
+                        clients.topic_vanished();
+                    }
                     pin.leader = None;
                 }
                 Err(ProbeError::Publish(k))

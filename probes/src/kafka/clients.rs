@@ -39,20 +39,30 @@ pub struct Context {
     /// one generation's clients. It explains why the brokers cannot be reached, which a
     /// timed-out request or a down broker alone does not say.
     refusal: Arc<Mutex<Option<ErrorKind>>>,
+    /// librdkafka said every broker connection was down; shared by one generation's clients.
+    /// The statistics can miss a broker that was killed and restarted within a second or two,
+    /// and this error cannot.
+    all_down: Arc<AtomicBool>,
     /// When the client was created: a first connection gets `CONNECT_GRACE` to succeed.
     created: Instant,
 }
 
 impl Default for Context {
     fn default() -> Self {
-        Context { brokers: Arc::default(), refusal: Arc::default(), created: Instant::now() }
+        Context {
+            brokers: Arc::default(),
+            refusal: Arc::default(),
+            all_down: Arc::default(),
+            created: Instant::now(),
+        }
     }
 }
 
 impl Context {
-    /// A context with its own broker states that records refusals into `other`'s.
-    fn sharing_refusal(other: &Context) -> Self {
-        Context { refusal: other.refusal.clone(), ..Context::default() }
+    /// A context with its own broker states that records refusals and lost brokers into
+    /// `other`'s.
+    fn sharing_alarms(other: &Context) -> Self {
+        Context { refusal: other.refusal.clone(), all_down: other.all_down.clone(), ..Context::default() }
     }
 }
 
@@ -98,6 +108,9 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         debug!(error = %error, reason, "librdkafka error");
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.all_down.store(true, Ordering::Relaxed);
+        }
         let k = kind(&error);
         if matches!(k, ErrorKind::Tls | ErrorKind::Auth) {
             *self.refusal.lock().expect("refusal lock") = Some(k);
@@ -122,6 +135,9 @@ pub(super) struct Clients {
     assigned: Mutex<HashMap<(String, i32), Instant>>,
     /// A partition was assigned: these clients hold state (topic ids, offsets) of the brokers.
     reached: AtomicBool,
+    /// A topic these clients had reached was gone: the broker lost its state (tansu forgets
+    /// its topics on restart), so the clients' cached topic ids and leader epochs are stale.
+    stale: AtomicBool,
     timeout: Duration,
     retention: Duration,
 }
@@ -173,11 +189,12 @@ impl Clients {
         Ok(Clients {
             generation,
             producer: producer.create_with_context(brokers.clone())?,
-            consumer: Arc::new(consumer.create_with_context(Context::sharing_refusal(&brokers))?),
+            consumer: Arc::new(consumer.create_with_context(Context::sharing_alarms(&brokers))?),
             admin,
             brokers,
             assigned: Mutex::new(HashMap::new()),
             reached: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
             timeout: config.timeout,
             retention: config.topic_retention,
         })
@@ -199,13 +216,22 @@ impl Clients {
         }
     }
 
-    /// These clients hold broker state and a broker is now down: they should be replaced, so no
-    /// state (cached topic ids, offsets, assignments) outlives a broker restart. (tansu, which
-    /// forgets topics on restart, answers fetches of unknown topics in a way that crashes
-    /// librdkafka 2.12; real Kafka keeps its topics, but a rebuild is cheap either way.)
+    /// These clients hold broker state and a broker was lost (down in the statistics, every
+    /// connection reported down, or a topic they had reached gone): they should be replaced, so
+    /// no state (cached topic ids, leader epochs, offsets, assignments) outlives a broker
+    /// restart. Kept, a restarted tansu's re-created topic is refused for about 10 s (its leader
+    /// epoch is older than the cached one); real Kafka keeps its topics, but a rebuild is cheap
+    /// either way.
     pub fn lost_a_broker(&self) -> bool {
         self.reached.load(Ordering::Relaxed)
-            && self.brokers.brokers.lock().expect("broker state lock").values().any(|b| b.down)
+            && (self.stale.load(Ordering::Relaxed)
+                || self.brokers.all_down.load(Ordering::Relaxed)
+                || self.brokers.brokers.lock().expect("broker state lock").values().any(|b| b.down))
+    }
+
+    /// A topic pinned on these clients is gone; see [`Clients::lost_a_broker`].
+    pub fn topic_vanished(&self) {
+        self.stale.store(true, Ordering::Relaxed);
     }
 
     /// Creates `topic` if missing, with one partition per broker and the configured retention.
@@ -221,7 +247,7 @@ impl Clients {
         let options = AdminOptions::new().operation_timeout(Some(self.timeout));
         let admin: AdminClient<Context> = self
             .admin
-            .create_with_context(Context::sharing_refusal(&self.brokers))
+            .create_with_context(Context::sharing_alarms(&self.brokers))
             .map_err(|e| ProbeError::Connect(kind(&e)))?;
         let results = admin.create_topics([&new], &options).await;
         // Dropping an admin client joins its threads: off the async runtime.
