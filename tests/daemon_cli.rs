@@ -49,29 +49,66 @@ impl Drop for Daemon {
     }
 }
 
-fn stops_cleanly_on(signal: &str) {
-    let config = LocalConfig::new();
+/// Starts `crossprobe run` with `args` and `env` in the crate's directory, its stderr as a
+/// channel of lines.
+fn run_logged(args: &[&str], env: &[(&str, &str)]) -> (Daemon, mpsc::Receiver<String>) {
     let mut daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-            .args(["run", "--config", config.path()])
+            .arg("run")
+            .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RUST_LOG", "info")
-            // No brokers are needed: cells without them report connect_failed, the daemon runs on.
-            .env("CROSSPROBE_ACME_AMQP_PASSWORD", "unused")
-            .env("CROSSPROBE_GLOBEX_AMQP_PASSWORD", "unused")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("crossprobe starts"),
     );
-    let child = &mut daemon.0;
-    let stderr = child.stderr.take().unwrap();
+    let stderr = daemon.0.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
+    (daemon, rx)
+}
+
+/// The address in the start-up line's `listen=`.
+fn listen_addr(started: &str) -> std::net::SocketAddr {
+    started
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in {started}"))
+}
+
+/// Sends SIG`signal` and waits up to `within` for the exit.
+fn stop_within(daemon: &mut Daemon, signal: &str, within: Duration) -> std::process::ExitStatus {
+    let child = &mut daemon.0;
+    let status =
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "crossprobe did not stop within {within:?} of SIG{signal}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stops_cleanly_on(signal: &str) {
+    let config = LocalConfig::new();
+    // No brokers are needed: cells without them report connect_failed, the daemon runs on.
+    let (mut daemon, rx) = run_logged(
+        &["--config", config.path()],
+        &[("CROSSPROBE_ACME_AMQP_PASSWORD", "unused"), ("CROSSPROBE_GLOBEX_AMQP_PASSWORD", "unused")],
+    );
     let mut seen = Vec::new();
     let started = rx
         .iter()
@@ -82,19 +119,7 @@ fn stops_cleanly_on(signal: &str) {
         .unwrap_or_else(|| panic!("no start-up line before the log ended: {seen:?}"));
     assert!(started.contains("cells=12"), "start-up line should count 12 cells: {started}");
 
-    let status =
-        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
-    assert!(status.success(), "kill -{signal} failed");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("crossprobe did not stop within 20s of SIG{signal}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = stop_within(&mut daemon, signal, Duration::from_secs(20));
     assert_eq!(exit.code(), Some(0), "exit status after SIG{signal}");
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(
@@ -254,23 +279,8 @@ fn run_with_a_vantage_and_a_shard_labels_and_narrows_what_it_exports() {
         stdout.lines().filter_map(|l| l.split_whitespace().next()).filter(|c| c.contains('/')).collect();
     assert!(!shard_cells.is_empty() && shard_cells.len() < 6, "shard 1/2 of 6 cells: {stdout}");
 
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-            .args(["run", "--config", config, "--shard", "1/2"])
-            .env("RUST_LOG", "info")
-            .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("crossprobe starts"),
-    );
-    let stderr = daemon.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (_daemon, rx) =
+        run_logged(&["--config", config, "--shard", "1/2"], &[("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")]);
     let started =
         rx.iter().find(|l| l.contains("crossprobe started")).expect("a start-up line before the log ended");
     assert!(started.contains("vantage=zone-a"), "the start-up line should name the vantage: {started}");
@@ -279,11 +289,7 @@ fn run_with_a_vantage_and_a_shard_labels_and_narrows_what_it_exports() {
         "the daemon should probe the {} cells of shard 1/2: {started}",
         shard_cells.len()
     );
-    let addr: std::net::SocketAddr = started
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in {started}"));
+    let addr = listen_addr(&started);
 
     let (status, metrics) = support::http_get(addr, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200, "GET /metrics: {metrics}");
@@ -319,30 +325,11 @@ fn a_reload_from_a_fifo_is_refused_and_the_daemon_runs_on() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("crossprobe.toml");
     std::fs::write(&config, VANTAGE_CONFIG).unwrap();
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("crossprobe starts"),
-    );
-    let stderr = daemon.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut daemon, rx) =
+        run_logged(&["--config", config.to_str().unwrap()], &[("CROSSPROBE_TEST_UNUSED_PASSWORD", "unused")]);
     let started =
         rx.iter().find(|l| l.contains("crossprobe started")).expect("a start-up line before the log ended");
-    let addr: std::net::SocketAddr = started
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in {started}"));
+    let addr = listen_addr(&started);
 
     // The configuration path now names a FIFO that no one ever writes.
     std::fs::remove_file(&config).unwrap();
@@ -366,15 +353,7 @@ fn a_reload_from_a_fifo_is_refused_and_the_daemon_runs_on() {
     let after = verdict_tick(addr);
     assert!(after > before, "the verdict stopped at tick {before} (then {after}) after the reload");
 
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = daemon.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(std::time::Instant::now() < deadline, "crossprobe did not stop within 30s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = stop_within(&mut daemon, "TERM", Duration::from_secs(30));
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
 }
