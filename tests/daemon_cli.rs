@@ -5,10 +5,11 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+use support::Process;
 
 /// The local example with the HTTP server on a free port, in a temporary file removed on drop.
 struct LocalConfig(std::path::PathBuf);
@@ -39,20 +40,10 @@ impl Drop for LocalConfig {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Kills the daemon if the test fails before it exits, so no process outlives the test.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `crossprobe run` with `args` and `env` in the crate's directory, its stderr as a
 /// channel of lines.
-fn run_logged(args: &[&str], env: &[(&str, &str)]) -> (Daemon, mpsc::Receiver<String>) {
-    let mut daemon = Daemon(
+fn run_logged(args: &[&str], env: &[(&str, &str)]) -> (Process, mpsc::Receiver<String>) {
+    let mut daemon = Process(
         Command::new(env!("CARGO_BIN_EXE_crossprobe"))
             .arg("run")
             .args(args)
@@ -84,7 +75,7 @@ fn listen_addr(started: &str) -> std::net::SocketAddr {
 }
 
 /// Sends SIG`signal` and waits up to `within` for the exit.
-fn stop_within(daemon: &mut Daemon, signal: &str, within: Duration) -> std::process::ExitStatus {
+fn stop_within(daemon: &mut Process, signal: &str, within: Duration) -> std::process::ExitStatus {
     let child = &mut daemon.0;
     let status =
         Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();

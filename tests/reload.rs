@@ -16,7 +16,8 @@ use std::time::Duration;
 use crossprobe::config::ConfigSource;
 use crossprobe::daemon::{Daemon, RunOptions};
 use support::{
-    brokers, eventually, exclusive, free_port, http, http_get, local_matrix, parse, stop_daemon, FAST,
+    brokers, eventually, exclusive, free_port, http, http_get, local_matrix, parse, stop_daemon, Process,
+    FAST,
 };
 
 /// A config file under the test's own directory, removed on drop.
@@ -37,16 +38,6 @@ impl ConfigFile {
 impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The daemon process, killed if the test fails before it stops it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

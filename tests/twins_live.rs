@@ -5,26 +5,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{brokers, eventually, exclusive, free_port, http_get, local_matrix, Timing};
+use support::{brokers, eventually, exclusive, free_port, http_get, local_matrix, Process, Timing};
 
 /// The daemon's `[probe]` defaults, as in `config/examples/local.toml`.
 const DEFAULTS: Timing = Timing { interval: "1s", timeout: "500ms" };
 
 /// How long both run side by side once every cell of both has probed ok.
 const SIDE_BY_SIDE: Duration = Duration::from_secs(30);
-
-/// The daemon process, killed if the test fails before it stops it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The sum of `metric` over every series whose labels include `label`.
 fn sum(text: &str, metric: &str, label: &str) -> f64 {

@@ -17,6 +17,17 @@ use std::sync::OnceLock;
 
 pub const ZONES: [&str; 3] = ["a", "b", "c"];
 
+/// A process a test started (the daemon, mostly), killed if the test fails before it stops it,
+/// so none outlives the test.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Addresses and credentials of the three zones.
 #[derive(Debug)]
 pub struct Brokers {
