@@ -345,7 +345,7 @@ impl WorkerPool {
         // A probe in flight may take a timeout to end, and the release another.
         let grace = self.longest_timeout * 2 + GRACE;
         for r in &self.running {
-            r.retire.store(true, Ordering::Relaxed);
+            r.retire();
         }
         self.shutdown.workers().cancel();
         let workers = async {

@@ -32,6 +32,16 @@ struct Pin {
     checked: Option<Instant>,
 }
 
+impl Pin {
+    /// The topic is gone: resolve again, and have `clients` replaced if it was pinned on them.
+    fn unpin(&mut self, clients: &Clients) {
+        if self.partition.take().is_some() {
+            clients.topic_vanished();
+        }
+        self.leader = None;
+    }
+}
+
 /// The next wait before a failed set-up (topic, metadata, assignment) is tried again: doubling
 /// from 500 ms, but never beyond half the probe interval. The cell's own probes pace it (one
 /// publish per interval), so after half an interval the next probe tries again: a returned
@@ -112,10 +122,7 @@ impl KafkaCell {
                 pin.backoff = setup_backoff(pin.backoff, self.cluster.config.interval);
                 pin.retry_at = Some(now + pin.backoff);
                 if matches!(e, ProbeError::Connect(ErrorKind::NotFound)) {
-                    if pin.partition.take().is_some() {
-                        clients.topic_vanished();
-                    }
-                    pin.leader = None;
+                    pin.unpin(clients);
                 }
                 Err(e)
             }
@@ -181,11 +188,7 @@ impl KafkaCell {
             Err((e, _)) => {
                 let k = kind(&e);
                 if k == ErrorKind::NotFound {
-                    let mut pin = self.pin.lock().expect("pin lock");
-                    if pin.partition.take().is_some() {
-                        clients.topic_vanished();
-                    }
-                    pin.leader = None;
+                    self.pin.lock().expect("pin lock").unpin(&clients);
                 }
                 Err(ProbeError::Publish(k))
             }
