@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crossprobe::config::ValidatedConfig;
+use crossprobe::config::{QueueKind, ValidatedConfig};
 use crossprobe::daemon;
 use crossprobe::shutdown::Shutdown;
 use crossprobe::workers::{Seen, WorkerPool};
@@ -232,6 +232,7 @@ async fn stray_messages_are_counted_as_duplicate_corrupt_and_foreign_never_ok() 
         &config.daemon.instance,
         p.instance_id(),
         &config.matrix.cells()[amqp_cell],
+        QueueKind::Classic,
     );
     inject_amqp(&b.amqp[0], &b.acme_password, &queue, strays(amqp_cell)).await;
 
@@ -314,7 +315,8 @@ async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
     let mut p = WorkerPool::start(&config, false, &Shutdown::new()).unwrap();
     until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
     let cell = config.matrix.cells().iter().find(|c| c.id.as_str() == "rabbit-a/acme").unwrap();
-    let queue = crossprobe::clients::queue_name(&config.daemon.instance, p.instance_id(), cell);
+    let queue =
+        crossprobe::clients::queue_name(&config.daemon.instance, p.instance_id(), cell, QueueKind::Classic);
     let listing = list_queues("rabbit-a");
     let line = listing
         .lines()
@@ -332,12 +334,22 @@ async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
     );
 }
 
-/// `name arguments` of every queue of vhost `acme` on crossprobe-local's node `node`.
+/// `name type arguments` of every queue of vhost `acme` on crossprobe-local's node `node`.
 fn list_queues(node: &str) -> String {
     let base: u16 =
         std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["-n", &format!("{node}@localhost"), "-q", "list_queues", "-p", "acme", "name", "arguments"])
+        .args([
+            "-n",
+            &format!("{node}@localhost"),
+            "-q",
+            "list_queues",
+            "-p",
+            "acme",
+            "name",
+            "type",
+            "arguments",
+        ])
         .env("ERL_EPMD_PORT", (base + 369).to_string())
         .output()
         .unwrap();
@@ -373,4 +385,95 @@ async fn single_protocol_faults_hit_only_that_protocol_of_the_zone() {
             }
         }
     }
+}
+
+/// `config/examples/local-<kind>.toml` on `b`'s nodes, under an instance of its own.
+fn queue_type_example(b: &support::Brokers, kind: &str) -> ValidatedConfig {
+    let mut toml = std::fs::read_to_string(format!("config/examples/local-{kind}.toml")).unwrap();
+    for (i, default) in ["127.0.0.1:19672", "127.0.0.1:19673", "127.0.0.1:19674"].iter().enumerate() {
+        toml = toml.replace(default, &b.amqp[i]);
+    }
+    let instance = format!("test-{}", support::unique());
+    parse(&toml.replace(&format!("instance = \"local-{kind}\""), &format!("instance = \"{instance}\"")))
+}
+
+/// The quorum and stream examples probe every cell ok, through queues of their type with the
+/// arguments that bound them; a quorum queue goes when its pool stops, a stream stays for the
+/// next run, and two pools on one stream each drop the other's probes as foreign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_and_streams_probe_ok_bounded_by_their_arguments() {
+    let _x = exclusive().await;
+    let b = brokers();
+    for (kind, queue_kind, arguments) in [
+        ("quorum", QueueKind::Quorum, &["quorum", "x-message-ttl", "x-max-length", "x-expires"][..]),
+        (
+            "stream",
+            QueueKind::Stream { max_bytes: 1 << 20 },
+            &[
+                "stream",
+                "x-max-age",
+                "\"60s\"",
+                "x-max-length-bytes",
+                "1048576",
+                "x-stream-max-segment-size-bytes",
+            ][..],
+        ),
+    ] {
+        let config = queue_type_example(b, kind);
+        let crossprobe::config::Endpoint::Amqp(amqp) = &config.targets[0].endpoint else {
+            panic!("an amqp target")
+        };
+        assert_eq!(amqp.queue, queue_kind);
+        let results = daemon::once(&config).await.unwrap();
+        assert!(results.iter().all(|r| r.is_some_and(|r| r.outcome == Outcome::Ok)), "{kind}: {results:?}");
+
+        let mut p = WorkerPool::start(&config, false, &Shutdown::new()).unwrap();
+        until_ok(&mut p, &config, |_| true, Duration::from_secs(20)).await;
+        let cell = config.matrix.cells().iter().find(|c| c.id.as_str() == "rabbit-a/acme").unwrap();
+        let queue =
+            crossprobe::clients::queue_name(&config.daemon.instance, p.instance_id(), cell, queue_kind);
+        if b.ctl().is_some() {
+            let listing = list_queues("rabbit-a");
+            let line = listing
+                .lines()
+                .find(|l| l.starts_with(&format!("{queue}\t")))
+                .unwrap_or_else(|| panic!("{queue} not in:\n{listing}"));
+            for expected in arguments {
+                assert!(line.contains(expected), "{queue}: {expected} missing in {line}");
+            }
+        }
+        if kind == "stream" {
+            // A second process on the same streams: every probe of both still comes back ok.
+            let mut twin = WorkerPool::start(&config, false, &Shutdown::new()).unwrap();
+            until_ok(&mut twin, &config, |_| true, Duration::from_secs(20)).await;
+            let (mine, theirs) = tokio::join!(
+                collect(&mut p, &config, Duration::from_secs(4)),
+                collect(&mut twin, &config, Duration::from_secs(4))
+            );
+            for seen in [&mine, &theirs] {
+                assert_eq!(seen.len(), 6, "{seen:?}");
+                assert!(seen.values().flatten().all(|o| *o == Outcome::Ok), "{seen:?}");
+            }
+            twin.stop().await.unwrap();
+        }
+        p.stop().await.unwrap();
+        if b.ctl().is_some() {
+            let kept = list_queues("rabbit-a").lines().any(|l| l.starts_with(&format!("{queue}\t")));
+            assert_eq!(kept, kind == "stream", "{queue} kept after the pool stopped: {kept}");
+            if kept {
+                delete_queue("rabbit-a", &queue);
+            }
+        }
+    }
+}
+
+fn delete_queue(node: &str, queue: &str) {
+    let base: u16 =
+        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-n", &format!("{node}@localhost"), "-q", "delete_queue", "-p", "acme", queue])
+        .env("ERL_EPMD_PORT", (base + 369).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

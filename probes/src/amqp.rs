@@ -1,6 +1,6 @@
 //! AMQP 0-9-1 backend (lapin): one long-lived connection per (node, vhost, user), a channel per
-//! cell, publisher confirms, and a per-cell queue with message TTL, max length and expiry so
-//! probes can never fill a broker or leave queues behind.
+//! cell, publisher confirms, and a per-cell queue of the target's type (classic, quorum or
+//! stream), bounded so probes can never fill a broker or leave queues behind ([`QueueKind`]).
 //!
 //! The connection is supervised by [`AmqpNode::supervise`]: it connects, waits for the
 //! connection to fail, and reconnects with a backoff that never exceeds the cells' probe
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -70,12 +70,68 @@ impl std::fmt::Debug for AmqpClientConfig {
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
     pub name: String,
-    /// `x-message-ttl`.
+    pub kind: QueueKind,
+    /// `x-message-ttl` (classic and quorum); `x-max-age` of a stream.
     pub ttl: Duration,
-    /// `x-max-length`.
+    /// `x-max-length` (classic and quorum).
     pub max_length: u32,
-    /// `x-expires`: the queue is deleted this long after its last consumer went away.
+    /// `x-expires` (classic and quorum): the queue is deleted this long after its last
+    /// consumer went away.
     pub expires: Duration,
+}
+
+/// The RabbitMQ queue type a cell probes through, with what bounds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    /// Non-durable, bounded by message TTL, max length and expiry; deleted when the cell retires.
+    Classic,
+    /// Replicated (Raft) and always durable; bounded like a classic queue (message TTL needs
+    /// RabbitMQ 3.10 or later); deleted when the cell retires.
+    Quorum,
+    /// An append-only log: retention by age (`ttl`) and by size, applied a whole segment at a
+    /// time; consumed from the next offset with a prefetch. Streams take no `x-expires`, so the
+    /// probe never deletes one: its name is stable and the next run reuses it.
+    Stream {
+        /// `x-max-length-bytes`; segments are a quarter of it, so at most about 1.25 times
+        /// this is kept on each replica.
+        max_bytes: u64,
+    },
+}
+
+/// Messages a stream consumer may hold unacknowledged: streams refuse a consumer without a
+/// prefetch. A probe is acknowledged as it arrives, so a few are enough.
+const STREAM_PREFETCH: u16 = 16;
+
+impl QueueSpec {
+    /// Whether the queue is declared durable (quorum queues and streams must be).
+    fn durable(&self) -> bool {
+        self.kind != QueueKind::Classic
+    }
+
+    /// The declaration's arguments for the queue's type.
+    fn arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        let millis = |d: Duration| AMQPValue::LongLongInt(d.as_millis() as i64);
+        match self.kind {
+            QueueKind::Classic | QueueKind::Quorum => {
+                if self.kind == QueueKind::Quorum {
+                    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+                }
+                args.insert("x-message-ttl".into(), millis(self.ttl));
+                args.insert("x-expires".into(), millis(self.expires));
+                args.insert("x-max-length".into(), AMQPValue::LongLongInt(self.max_length.into()));
+            }
+            QueueKind::Stream { max_bytes } => {
+                args.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+                let age = format!("{}s", self.ttl.as_secs().max(1));
+                args.insert("x-max-age".into(), AMQPValue::LongString(age.into()));
+                args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes as i64));
+                let segment = (max_bytes / 4).max(1) as i64;
+                args.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(segment));
+            }
+        }
+        args
+    }
 }
 
 /// The connection state cells read: up with a connection, or down with the reason.
@@ -245,18 +301,19 @@ impl AmqpCell {
         let open = async {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            let mut args = FieldTable::default();
-            let millis = |d: Duration| AMQPValue::LongLongInt(d.as_millis() as i64);
-            args.insert("x-message-ttl".into(), millis(self.queue.ttl));
-            args.insert("x-expires".into(), millis(self.queue.expires));
-            args.insert("x-max-length".into(), AMQPValue::LongLongInt(self.queue.max_length.into()));
-            ch.queue_declare(self.queue.name.as_str().into(), QueueDeclareOptions::default(), args).await?;
+            let declare = QueueDeclareOptions { durable: self.queue.durable(), ..Default::default() };
+            ch.queue_declare(self.queue.name.as_str().into(), declare, self.queue.arguments()).await?;
+            let mut consume = FieldTable::default();
+            if let QueueKind::Stream { .. } = self.queue.kind {
+                ch.basic_qos(STREAM_PREFETCH, BasicQosOptions::default()).await?;
+                consume.insert("x-stream-offset".into(), AMQPValue::LongString("next".into()));
+            }
             let consumer = ch
                 .basic_consume(
                     self.queue.name.as_str().into(),
                     ShortString::from(format!("crossprobe-{}", self.queue.name)),
                     BasicConsumeOptions::default(),
-                    FieldTable::default(),
+                    consume,
                 )
                 .await?;
             Ok::<_, lapin::Error>((ch, consumer))
@@ -289,13 +346,16 @@ impl AmqpCell {
 }
 
 impl AmqpCell {
-    /// Retires the cell (a configuration reload removed it): deletes its queue and closes its
-    /// channel, which ends its consumer loop. Best effort, bounded by the timeout; a queue left
-    /// behind expires on its own (`x-expires`).
+    /// Retires the cell (a configuration reload removed it, or the process stops): deletes its
+    /// queue (not a stream, see [`QueueKind::Stream`]) and closes its channel, which ends its
+    /// consumer loop. Best effort, bounded by the timeout; a queue left behind expires on its own
+    /// (`x-expires`).
     async fn release(&self) {
         let Some(ch) = self.channel.lock().expect("channel lock").take() else { return };
         let retire = async {
-            let _ = ch.queue_delete(self.queue.name.as_str().into(), QueueDeleteOptions::default()).await;
+            if !matches!(self.queue.kind, QueueKind::Stream { .. }) {
+                let _ = ch.queue_delete(self.queue.name.as_str().into(), QueueDeleteOptions::default()).await;
+            }
             let _ = ch.close(200, "crossprobe cell removed".into()).await;
         };
         let _ = tokio::time::timeout(self.node.config.timeout, retire).await;
@@ -430,6 +490,35 @@ mod tests {
         }
         let protocol = lapin::Error::from(lapin::ErrorKind::MissingHeartbeatError);
         assert!(!super::network_error(&protocol));
+    }
+
+    #[test]
+    fn each_queue_type_is_declared_with_the_arguments_that_bound_it() {
+        use super::{QueueKind, QueueSpec};
+        use std::time::Duration;
+        let spec = |kind| QueueSpec {
+            name: "q".into(),
+            kind,
+            ttl: Duration::from_secs(60),
+            max_length: 100,
+            expires: Duration::from_secs(600),
+        };
+        let keys = |q: &QueueSpec| q.arguments().inner().keys().map(|k| k.to_string()).collect::<Vec<_>>();
+        let classic = spec(QueueKind::Classic);
+        assert!(!classic.durable());
+        assert_eq!(keys(&classic), ["x-expires", "x-max-length", "x-message-ttl"]);
+        let quorum = spec(QueueKind::Quorum);
+        assert!(quorum.durable());
+        assert_eq!(keys(&quorum), ["x-expires", "x-max-length", "x-message-ttl", "x-queue-type"]);
+        // Streams refuse an expiry and a message TTL; they are bounded by age and size.
+        let stream = spec(QueueKind::Stream { max_bytes: 1 << 20 });
+        assert!(stream.durable());
+        assert_eq!(
+            keys(&stream),
+            ["x-max-age", "x-max-length-bytes", "x-queue-type", "x-stream-max-segment-size-bytes"]
+        );
+        let args = stream.arguments();
+        assert_eq!(args.inner().get("x-max-age"), Some(&super::AMQPValue::LongString("60s".into())));
     }
 
     #[test]

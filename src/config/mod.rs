@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crossprobe_probes::amqp::QueueKind;
 pub use crossprobe_probes::Protocol;
 pub use error::{escaped, quoted, ConfigError, Problem, MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS};
 pub use web::{PasswordHash, TlsFiles, WebSettings};
@@ -236,6 +237,8 @@ pub struct AmqpTarget {
     pub queue_ttl: Duration,
     /// `x-max-length` of probe queues: probes can never fill a broker.
     pub queue_max_length: u32,
+    /// The probe queues' type, with a stream's size bound.
+    pub queue: QueueKind,
 }
 
 /// One customer namespace, with its settings per protocol.

@@ -101,6 +101,8 @@ pub struct RawAmqpTarget {
     pub heartbeat: Option<Str>,
     pub queue_ttl: Option<Str>,
     pub queue_max_length: Option<Spanned<i64>>,
+    pub queue_type: Option<Str>,
+    pub stream_max_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -316,12 +316,46 @@ fn amqp(p: &mut Problems, path: &str, a: &RawAmqpTarget, timeout: Duration) -> O
         100,
         Limits { min: 1, max: 10_000 },
     );
+    let queue = match a.queue_type.as_ref().map(|t| t.get_ref().as_str()) {
+        None | Some("classic") => QueueKind::Classic,
+        Some("quorum") => QueueKind::Quorum,
+        Some("stream") => QueueKind::Stream { max_bytes: 0 },
+        Some(other) => {
+            p.add(
+                format!("{path}.queue_type"),
+                a.queue_type.as_ref().map(|t| t.span()),
+                format!("unknown queue type {} (expected classic, quorum or stream)", quoted(other)),
+            );
+            QueueKind::Classic
+        }
+    };
+    let stream_max_bytes = values::count(
+        p,
+        &format!("{path}.stream_max_bytes"),
+        a.stream_max_bytes.as_ref(),
+        1 << 20,
+        Limits { min: 64 << 10, max: 1 << 30 },
+    );
+    let queue = match queue {
+        QueueKind::Stream { .. } => QueueKind::Stream { max_bytes: stream_max_bytes.into() },
+        other => {
+            if let Some(v) = &a.stream_max_bytes {
+                p.add(
+                    format!("{path}.stream_max_bytes"),
+                    Some(v.span()),
+                    "only applies with queue_type stream".to_owned(),
+                );
+            }
+            other
+        }
+    };
     Some(AmqpTarget {
         tls,
         ca_file: ca_file(p, path, a.ca_file.as_ref(), tls, "tls = true"),
         heartbeat,
         queue_ttl,
         queue_max_length,
+        queue,
     })
 }
 
