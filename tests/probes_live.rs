@@ -1,6 +1,6 @@
 //! Round-trip probes against the real local zones: every cell ok, and each real fault (pause,
 //! kill, memory alarm, revoked tenant, stray messages) seen where it happens and nowhere else,
-//! with recovery after healing and no daemon restart.
+//! with recovery after healing and no daemon restart; a slow zone (brownout) only slower.
 
 mod support;
 
@@ -476,4 +476,38 @@ fn delete_queue(node: &str, queue: &str) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `fault b slow 200ms` (the zone's brokers duty-cycled): zone b's round trips take far longer
+/// while its probes still come back, the other zones are untouched, and heal ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_zone_takes_longer_without_failing_and_the_others_do_not() {
+    let _x = exclusive().await;
+    let b = brokers();
+    let (config, mut p) = healthy_matrix().await;
+    let Some(fault) = b.fault("b", "slow", Some("200ms")) else { return p.stop().await.unwrap() };
+    let mut rtts: BTreeMap<bool, Vec<Duration>> = BTreeMap::new();
+    let mut outcomes: BTreeMap<bool, Vec<Outcome>> = BTreeMap::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while let Ok(Some(r)) = tokio::time::timeout_at(until, p.next()).await {
+        if let Seen::Probe(Event::Done(d)) = r.seen {
+            let slow = in_zone("b")(config.matrix.cells()[r.cell].id.as_str());
+            outcomes.entry(slow).or_default().push(d.outcome);
+            rtts.entry(slow).or_default().extend(d.roundtrip);
+        }
+    }
+    fault.heal();
+    until_ok(&mut p, &config, in_zone("b"), Duration::from_secs(60)).await;
+    p.stop().await.unwrap();
+
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (slow, others) = (median(rtts.get_mut(&true).unwrap()), median(rtts.get_mut(&false).unwrap()));
+    eprintln!("median round trip: zone b {slow:?}, zones a and c {others:?}");
+    assert!(slow >= Duration::from_millis(40) && slow >= others * 3, "zone b {slow:?}, others {others:?}");
+    let b_ok = outcomes[&true].iter().filter(|o| **o == Outcome::Ok).count();
+    assert!(b_ok * 10 >= outcomes[&true].len() * 8, "zone b mostly ok while slow: {:?}", outcomes[&true]);
+    assert!(outcomes[&false].iter().all(|o| *o == Outcome::Ok), "zones a and c: {:?}", outcomes[&false]);
 }
