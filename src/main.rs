@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crossprobe::config::{ConfigSource, LogFormat, Secrets, ValidatedConfig};
 use crossprobe::daemon::RunOptions;
-use crossprobe::offline::prometheus::Query;
+use crossprobe::offline::prometheus::{PrometheusError, Query};
 use crossprobe::offline::recording::Retention;
 use crossprobe::offline::replay::{self, Input, Source, Window};
 use crossprobe::offline::summary::{self, Summary};
@@ -305,8 +305,8 @@ fn warn_torn(fed: &replay::Fed) {
     }
 }
 
-/// Prints `text` and maps a replay's result to an exit code: 1 when stdout failed, 64 for bad
-/// input.
+/// Prints `text` and maps a replay's result to an exit code: 1 when stdout or Prometheus failed,
+/// 64 for bad input.
 fn replayed(input: &Input, text: Result<String, replay::ReplayError>) -> ExitCode {
     use std::io::Write;
     match text {
@@ -317,7 +317,12 @@ fn replayed(input: &Input, text: Result<String, replay::ReplayError>) -> ExitCod
             }
             ExitCode::SUCCESS
         }
-        Err(e @ replay::ReplayError::Write(_)) => {
+        Err(
+            e @ (replay::ReplayError::Write(_)
+            | replay::ReplayError::Prometheus(
+                PrometheusError::Connect { .. } | PrometheusError::Status { .. },
+            )),
+        ) => {
             eprintln!("{}: {e}", input.name());
             ExitCode::FAILURE
         }
