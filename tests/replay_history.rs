@@ -260,3 +260,24 @@ fn compare_two_settings_over_the_same_history() {
          totals: incidents 2 -> 2; pages 1 -> 0 (-1); tickets 3 -> 3; suspect for 0s -> 0s\n"
     );
 }
+
+#[test]
+fn the_summary_pages_and_tickets_by_the_alert_rules_conditions() {
+    use yaml_rust2::YamlLoader;
+    let text = std::fs::read_to_string(root().join("deploy/prometheus/crossprobe-rules.yml")).unwrap();
+    let docs = YamlLoader::load_from_str(&text).unwrap();
+    let rules: Vec<&yaml_rust2::Yaml> =
+        docs[0]["groups"].as_vec().unwrap().iter().flat_map(|g| g["rules"].as_vec().unwrap()).collect();
+    let rule = |name: &str| *rules.iter().find(|r| r["alert"].as_str() == Some(name)).unwrap();
+    let page = rule("CrossprobeOutageConfirmed");
+    assert!(page["for"].is_badvalue(), "a page fires on the first outage tick: no `for`");
+    assert!(page["expr"].as_str().unwrap().contains("crossprobe_outage_confirmed"));
+    let ticket = rule("CrossprobePartialOutage");
+    assert!(ticket["expr"].as_str().unwrap().contains("crossprobe_scope_down == 1"));
+    let ticket_for = humantime::parse_duration(ticket["for"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        ticket_for,
+        crossprobe::offline::summary::TICKET_FOR,
+        "summary.rs follows the ticket rule's `for`"
+    );
+}

@@ -92,20 +92,23 @@ struct Series {
     values: Vec<(f64, String)>,
 }
 
+/// A cell's labels, in the series' (sorted) order.
+type CellLabels = Vec<(String, String)>;
+
 /// The outcome records that the counters between `from_ms` and `to_ms` imply, in time order.
 pub fn records(q: &Query, from_ms: u64, to_ms: u64) -> Result<Vec<OutcomeRecord>, PrometheusError> {
     let step_ms = (q.step.as_millis() as u64).max(1);
-    // Per (cell, outcome): the last value seen and its time.
-    let mut last: HashMap<(Vec<(String, String)>, String), (u64, f64)> = HashMap::new();
-    // Per (cell, step end): the increase of each outcome, and the step's start.
-    let mut steps: BTreeMap<(u64, Vec<(String, String)>), (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    // Per (cell, outcome): the time and value of its last point.
+    let mut last: HashMap<(CellLabels, String), (u64, f64)> = HashMap::new();
+    // Per (step end, cell): the step's start, and the increase of each outcome.
+    let mut steps: BTreeMap<(u64, CellLabels), (u64, BTreeMap<String, u64>)> = BTreeMap::new();
     let mut start = from_ms;
     while start <= to_ms {
         let end = to_ms.min(start + (MAX_POINTS - 1) * step_ms);
         let mut seen = std::collections::HashSet::new();
         for s in query_range(q, start, end, step_ms)? {
             let outcome = s.metric.get("outcome").cloned().unwrap_or_default();
-            let cell: Vec<(String, String)> = s
+            let cell: CellLabels = s
                 .metric
                 .iter()
                 .filter(|(k, _)| !NOT_CELL.contains(&k.as_str()))
@@ -240,7 +243,7 @@ fn get(url: &str, path: &str) -> Result<(String, String), PrometheusError> {
     stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw).map_err(connect)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.lines().next().unwrap_or("").splitn(2, ' ').nth(1).unwrap_or("").to_owned();
+    let status = head.lines().next().and_then(|l| l.split_once(' ')).map_or("", |(_, s)| s).to_owned();
     Ok((status, body.to_owned()))
 }
 

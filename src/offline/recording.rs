@@ -320,4 +320,34 @@ mod tests {
         assert_eq!(rotated_name("o.jsonl", "o.jsonl.20261130T221552.123Z.gz.tmp"), None);
         assert_eq!(rotated_name("o.jsonl", "p.jsonl.20261130T221552.123Z.gz"), None);
     }
+
+    #[test]
+    fn rotated_files_older_than_keep_are_deleted_and_plain_ones_compressed() {
+        let dir = std::env::temp_dir().join(format!("crossprobe-recording-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let live = dir.join("o.jsonl");
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let day = 24 * 3600 * 1000;
+        // Files begun 10, 9 and 1 days ago: the first ends 9 days ago (when the next begins),
+        // past a keep of 8 days; the second ends a day ago and stays. The last is not compressed
+        // yet (a crash mid-compression).
+        for (ago, ext) in [(10, ".gz"), (9, ".gz"), (1, "")] {
+            fs::write(sibling(&live, &format!("{}{ext}", stamp(now - ago * day))), "{}\n").unwrap();
+        }
+        let mut r = Recorder::open(&live, Retention::default()).unwrap();
+        r.finish().unwrap();
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let want = vec![
+            "o.jsonl".to_owned(),
+            format!("o.jsonl.{}.gz", stamp(now - 9 * day)),
+            format!("o.jsonl.{}.gz", stamp(now - day)),
+        ];
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(names, want);
+    }
 }
