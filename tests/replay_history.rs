@@ -54,10 +54,16 @@ const BASE_MS: u64 = 1_796_076_000_000;
 
 /// A recorded scenario with wall-clock time on every record: `BASE_MS + at_ms`.
 fn stamped(name: &str) -> Vec<OutcomeRecord> {
+    stretched(name, 1)
+}
+
+/// A recorded scenario with `time` at `BASE_MS + at_ms * factor` (and `at_ms` likewise).
+fn stretched(name: &str, factor: u64) -> Vec<OutcomeRecord> {
     let text = std::fs::read_to_string(root().join("tests/replay").join(format!("{name}.jsonl"))).unwrap();
     text.lines()
         .map(|l| {
-            let r: OutcomeRecord = serde_json::from_str(l).unwrap();
+            let mut r: OutcomeRecord = serde_json::from_str(l).unwrap();
+            r.at_ms *= factor;
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(BASE_MS + r.at_ms);
             r.at_time(t)
         })
@@ -104,6 +110,35 @@ fn a_recording_rotated_by_size_replays_as_one_file() {
         let set = stdout_of(&[&["replay", "--input", path(&dir.0)], mode].concat());
         assert_eq!(set, one, "replay {mode:?} over the rotated set");
     }
+}
+
+#[test]
+fn a_window_over_rotated_files_skips_those_outside_it_unread() {
+    // Zone b's 50 s stretched to 500 s, in files of ~20 s each.
+    let dir = Dir::new("rotated-window");
+    let records = stretched("zone-b", 10);
+    let retention = Retention { max_bytes: 20_000, ..Retention::default() };
+    let mut recorder = Recorder::open(&dir.file("outcomes.jsonl"), retention).unwrap();
+    for r in &records {
+        recorder.write(r).unwrap();
+    }
+    recorder.finish().unwrap();
+    let whole = Dir::new("rotated-window-whole");
+    std::fs::write(whole.file("all.jsonl"), lines(&records)).unwrap();
+    let window = ["--from", "2026-11-30T22:03:20Z", "--to", "2026-11-30T22:05:00Z"];
+    let one = stdout_of(&[&["replay", "--input", path(&whole.file("all.jsonl"))], &window[..]].concat());
+    // The first rotated file ends more than a minute before --from: it is not even read.
+    let first = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+        .min()
+        .unwrap();
+    std::fs::write(&first, "not gzip").unwrap();
+    let set = stdout_of(&[&["replay", "--input", path(&dir.0)], &window[..]].concat());
+    assert_eq!(set, one, "the windowed replay over the rotated set");
+    let out = crossprobe(&["replay", "--input", path(&dir.0)]);
+    assert!(!out.status.success(), "without a window the broken first file is read and fails");
 }
 
 #[test]

@@ -259,6 +259,17 @@ pub enum RecordingError {
     None(PathBuf),
 }
 
+/// Records of one file may run this far past the first record of the next (outcomes reach the
+/// recorder a little out of order): a window skips a rotated file by its name only beyond it.
+pub const NAME_SLACK: Duration = Duration::from_secs(60);
+
+/// The wall-clock milliseconds a rotated file's name gives for its first record.
+pub fn named_start(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_string_lossy();
+    let (base, _) = name.split_once(".jsonl.")?;
+    rotated_name(&format!("{base}.jsonl"), &name).map(|(ms, _)| ms)
+}
+
 /// The files of the recording at `path`, in replay order: `path` itself when it is a file; for
 /// a directory, the rotated files of its one live `*.jsonl` oldest first, then the live file.
 pub fn files(path: &Path) -> Result<Vec<PathBuf>, RecordingError> {

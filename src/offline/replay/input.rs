@@ -122,7 +122,22 @@ impl Input {
         };
         let files = recording::files(path)?;
         let several = files.len() > 1 || files.first() != Some(path);
-        for path in &files {
+        // A window skips the rotated files its names place wholly outside it, without reading
+        // them.
+        let starts: Vec<Option<u64>> = files.iter().map(|f| recording::named_start(f)).collect();
+        let slack = recording::NAME_SLACK.as_millis() as u64;
+        for (i, path) in files.iter().enumerate() {
+            let next = starts.get(i + 1).copied().flatten();
+            if let (Some(from), Some(next)) = (self.window.from, next) {
+                if next.saturating_add(slack) <= from {
+                    continue;
+                }
+            }
+            if let (Some(to), Some(start)) = (self.window.to, starts[i]) {
+                if start >= to.saturating_add(slack) {
+                    break;
+                }
+            }
             let in_file = |e: ReplayError| match several {
                 true => ReplayError::InFile { path: path.clone(), source: Box::new(e) },
                 false => e,
