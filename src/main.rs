@@ -262,15 +262,13 @@ fn replay(input: &Input, config: Option<PathBuf>) -> ExitCode {
     )
 }
 
-/// The summary of one replay, with `config`'s settings or the defaults.
+/// The summary of one replay, with `config`'s matrix and settings or the input's cells and the
+/// defaults.
 fn summarize(
     input: &Input,
     config: Option<&ValidatedConfig>,
 ) -> Result<(Summary, replay::Fed), replay::ReplayError> {
-    let (matrix, settings) = replay::setup(input, config.map(|c| (&c.matrix, &c.correlator)))?;
-    let mut summary = Summary::new(&matrix, &settings);
-    let fed = replay::run(input, &matrix, &settings, config.is_some(), &mut summary)?;
-    Ok((summary, fed))
+    Summary::replay(input, config.map(|c| (&c.matrix, &c.correlator)))
 }
 
 fn replay_summary(input: &Input, config: Option<PathBuf>) -> ExitCode {

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::record::rfc3339_ms;
-use super::replay::{Change, Observer, ReplayError};
+use super::replay::{run, setup, Change, Fed, Input, Observer, ReplayError};
 use crate::config::CorrelatorSettings;
 use crate::correlator::Level;
 use crate::matrix::Matrix;
@@ -100,6 +100,18 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Replays `input` (with a configuration's matrix and settings, or the input's cells and the
+    /// defaults, as [`super::replay::setup`]) and sums it up.
+    pub fn replay(
+        input: &Input,
+        config: Option<(&Matrix, &CorrelatorSettings)>,
+    ) -> Result<(Summary, Fed), ReplayError> {
+        let (matrix, settings) = setup(input, config)?;
+        let mut summary = Summary::new(&matrix, &settings);
+        let fed = run(input, &matrix, &settings, config.is_some(), &mut summary)?;
+        Ok((summary, fed))
+    }
+
     pub fn new(matrix: &Matrix, settings: &CorrelatorSettings) -> Self {
         let cells = matrix
             .cells()
