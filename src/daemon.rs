@@ -28,6 +28,7 @@ use crate::config::{ConfigSource, ValidatedConfig};
 use crate::correlator::Correlator;
 use crate::evaluator::Evaluator;
 use crate::metrics::Metrics;
+use crate::offline::recording::{Recorder, Retention};
 use crate::published::Published;
 use crate::reload::{Applied, ConfigWatch, ReloadError, ReloadHandle, ReloadPlan, ReloadRequest};
 use crate::server::{self, Shared};
@@ -45,7 +46,7 @@ pub enum DaemonError {
     Stuck(#[from] Stuck),
     #[error("cannot listen on {0}")]
     Bind(SocketAddr, #[source] std::io::Error),
-    #[error("cannot create the record file {}", .0.display())]
+    #[error("cannot open the record file {}", .0.display())]
     Record(PathBuf, #[source] std::io::Error),
     #[error("HTTP server failed")]
     Serve(#[source] std::io::Error),
@@ -73,8 +74,10 @@ struct Ended {
 /// How `run` was asked to behave beyond the config.
 #[derive(Debug, Default)]
 pub struct RunOptions {
-    /// Write every probe outcome as a JSON line here (the `replay` format).
+    /// Append every probe outcome as a JSON line here (the `replay` format).
     pub record: Option<PathBuf>,
+    /// When the record file rotates and how long rotated files stay.
+    pub retention: Retention,
     /// Where the configuration came from, to read it again on reload; without it, reloads are
     /// refused.
     pub source: Option<ConfigSource>,
@@ -101,9 +104,9 @@ impl Daemon {
             .map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
         let addr = listener.local_addr().map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
         let record = match &options.record {
-            Some(path) => {
-                Some(std::fs::File::create(path).map_err(|e| DaemonError::Record(path.clone(), e))?)
-            }
+            Some(path) => Some(
+                Recorder::open(path, options.retention).map_err(|e| DaemonError::Record(path.clone(), e))?,
+            ),
             None => None,
         };
         let hangups = if options.sighup {

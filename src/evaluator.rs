@@ -4,7 +4,6 @@
 //! `--record` files and logs outcomes without flooding.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +13,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{ConfigError, LoadError, ProbeSettings, ValidatedConfig, MAX_LISTED_PROBLEMS};
 use crate::correlator::{CellState, Correlator};
 use crate::metrics::Metrics;
+use crate::offline::recording::Recorder;
 use crate::offline::OutcomeRecord;
 use crate::published::{CellView, Published, VerdictDocument};
 use crate::reload::{Applied, ReloadError, ReloadPlan};
@@ -25,8 +25,10 @@ pub struct Evaluator {
     correlator: Correlator,
     metrics: Arc<Metrics>,
     published: Arc<Published>,
-    record: Option<std::io::BufWriter<std::fs::File>>,
+    record: Option<Recorder>,
     started: Instant,
+    /// The wall clock at `started`: records carry it plus their monotonic offset.
+    started_wall: SystemTime,
     reported: Vec<bool>,
     /// When each cell's last outcome was observed; `None` before its first, and once it went
     /// stale.
@@ -44,7 +46,7 @@ impl Evaluator {
         correlator: Correlator,
         metrics: Arc<Metrics>,
         published: Arc<Published>,
-        record: Option<std::fs::File>,
+        record: Option<Recorder>,
     ) -> Self {
         let cells = config.matrix.len();
         let mut evaluator = Evaluator {
@@ -52,8 +54,9 @@ impl Evaluator {
             correlator,
             metrics,
             published,
-            record: record.map(std::io::BufWriter::new),
+            record,
             started: Instant::now(),
+            started_wall: SystemTime::now(),
             reported: vec![false; cells],
             last_outcome: vec![None; cells],
             connected: vec![false; cells],
@@ -137,11 +140,18 @@ impl Evaluator {
             self.connected[o.cell] = true;
         }
         if let Some(w) = &mut self.record {
-            let at_ms = o.at.saturating_duration_since(self.started).as_millis() as u64;
+            let offset = o.at.saturating_duration_since(self.started);
             let cell = &self.config.matrix.cells()[o.cell];
             let rtt_ms = result.roundtrip.map(|d| d.as_secs_f64() * 1000.0);
-            let line = OutcomeRecord::new(at_ms, &self.config.matrix, cell, &result.outcome, rtt_ms);
-            if let Err(e) = line.write_line(w) {
+            let line = OutcomeRecord::new(
+                offset.as_millis() as u64,
+                &self.config.matrix,
+                cell,
+                &result.outcome,
+                rtt_ms,
+            )
+            .at_time(self.started_wall + offset);
+            if let Err(e) = w.write(&line) {
                 warn!(error = %e, "cannot write the record file; recording stops");
                 self.record = None;
             }
@@ -168,6 +178,12 @@ impl Evaluator {
         self.forget_stale(now);
         self.correlator.tick();
         self.publish();
+        if let Some(w) = &mut self.record {
+            if let Err(e) = w.flush() {
+                warn!(error = %e, "cannot write the record file; recording stops");
+                self.record = None;
+            }
+        }
     }
 
     /// A cell without an outcome for [`stale_after`] is unknown again, and says so once in the
@@ -189,7 +205,7 @@ impl Evaluator {
     pub fn finish(&mut self) {
         self.tick();
         if let Some(w) = &mut self.record {
-            if let Err(e) = w.flush() {
+            if let Err(e) = w.finish() {
                 warn!(error = %e, "cannot flush the record file");
             }
         }

@@ -11,7 +11,8 @@
 //!    [`status`]: the status page at `/` and the document it polls.
 //! 4. [`reload`]: reload requests, why one is refused, the config watch, the reload plan.
 //!    [`published`]: the verdict document, readiness and history, as typed values.
-//!    [`offline`]: `replay` (the live correlator on recorded outcomes) and `localize`.
+//!    [`offline`]: `replay` (the live correlator on recorded outcomes, rotated recordings or
+//!    Prometheus counters; summed up as incidents) and `localize`.
 //! 5. [`correlator`]: cell states, the scopes that explain failing cells, the verdict.
 //!    [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
 //!    [`clients`]: validated config to broker clients, shared per cluster or connection.

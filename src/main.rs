@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crossprobe::config::{ConfigSource, LogFormat, Secrets, ValidatedConfig};
 use crossprobe::daemon::RunOptions;
+use crossprobe::offline::prometheus::{PrometheusError, Query};
+use crossprobe::offline::recording::Retention;
+use crossprobe::offline::replay::{self, Input, Source, Window};
+use crossprobe::offline::summary::{self, Summary};
 use crossprobe::shard::Shard;
 
 const EXIT_USAGE: u8 = 64;
@@ -48,9 +52,20 @@ enum Command {
     Run {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
-        /// Also write every probe outcome to FILE as JSON lines, the input format of `replay`.
+        /// Also append every probe outcome to FILE as JSON lines, the input format of `replay`.
+        /// FILE rotates to FILE.<time of its first record>.gz by size or age; rotated files are
+        /// deleted after --record-keep.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Rotate the record file when it reaches this many bytes (e.g. "64MiB").
+        #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+        record_max_size: u64,
+        /// Rotate the record file when its first record is this old (e.g. "1h").
+        #[arg(long, value_name = "AGE", default_value = "1h", value_parser = parse_interval)]
+        record_max_age: std::time::Duration,
+        /// Delete a rotated record file once its newest record is this old (e.g. "8days").
+        #[arg(long, value_name = "AGE", default_value = "8days", value_parser = parse_interval)]
+        record_keep: std::time::Duration,
         /// Read the configuration file this often (e.g. "5s") and reload it, as SIGHUP does, when
         /// its content changed and then stayed the same for one interval. Follows symlink swaps
         /// such as Kubernetes ConfigMap updates.
@@ -61,12 +76,45 @@ enum Command {
     },
     /// Feed recorded outcomes (JSON lines) through the correlator and print each verdict change.
     Replay {
-        #[arg(long, short, value_name = "FILE")]
-        input: PathBuf,
+        /// A record file (`.gz` is decompressed) or a directory holding one rotated recording.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE|DIR",
+            required_unless_present = "prometheus",
+            conflicts_with = "prometheus"
+        )]
+        input: Option<PathBuf>,
+        /// Rebuild the outcomes from the crossprobe_probes_total counters in this Prometheus
+        /// (http://host:port) between --from and --to, instead of a recording.
+        #[arg(long, value_name = "URL", requires_all = ["from", "to"])]
+        prometheus: Option<String>,
+        /// With --prometheus: the resolution of the counters; set it to the scrape interval.
+        #[arg(long, value_name = "INTERVAL", default_value = "15s", value_parser = parse_interval, requires = "prometheus")]
+        step: std::time::Duration,
+        /// With --prometheus: label matchers that pick one daemon's series, e.g.
+        /// '{job="crossprobe"}'.
+        #[arg(long, value_name = "MATCHERS", default_value = "", requires = "prometheus")]
+        selector: String,
+        /// Replay only records at or after this wall-clock time (RFC 3339, UTC:
+        /// "2026-11-30T22:15:00Z").
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        from: Option<u64>,
+        /// Replay only records before this wall-clock time (RFC 3339, UTC).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        to: Option<u64>,
         /// Use this configuration's matrix and [correlator] settings instead of the input's
         /// cells and the defaults.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print the incidents (scopes, levels, times, time to detect, pages and tickets) and
+        /// the totals instead of the timeline.
+        #[arg(long)]
+        summary: bool,
+        /// Replay with both configurations and print what changes from A to B: pages,
+        /// tickets, time to detect, scopes.
+        #[arg(long, num_args = 2, value_names = ["A.toml", "B.toml"], conflicts_with_all = ["config", "summary"])]
+        compare: Option<Vec<PathBuf>>,
     },
     /// Print the scopes that explain one snapshot of cells (CSV), strongest first.
     Localize {
@@ -141,7 +189,15 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Run { config: path, record, shard, watch_config } => {
+        Command::Run {
+            config: path,
+            record,
+            record_max_size,
+            record_max_age,
+            record_keep,
+            shard,
+            watch_config,
+        } => {
             let config = match load_shard(&path, shard) {
                 Ok(config) => config,
                 Err(code) => return code,
@@ -153,8 +209,15 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(e),
             };
-            let options =
-                RunOptions { record, source: Some(source(&path, shard)), watch: watch_config, sighup: true };
+            let retention =
+                Retention { max_bytes: record_max_size, max_age: record_max_age, keep: record_keep };
+            let options = RunOptions {
+                record,
+                retention,
+                source: Some(source(&path, shard)),
+                watch: watch_config,
+                sighup: true,
+            };
             let result = rt.block_on(crossprobe::daemon::run(config, options));
             if result.is_err() {
                 // After a second stop signal or a stop past its bound, tasks may still run: the
@@ -166,26 +229,103 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.into()),
             }
         }
-        Command::Replay { input, config } => replay(&input, config),
+        Command::Replay { input, prometheus, step, selector, from, to, config, summary, compare } => {
+            let source = match (input, prometheus) {
+                (Some(path), _) => Source::Recording(path),
+                (None, Some(url)) => Source::Prometheus(Query { url, selector, step }),
+                (None, None) => unreachable!("clap requires --input or --prometheus"),
+            };
+            let input = Input::new(source, Window { from, to });
+            match (compare, summary) {
+                (Some(ab), _) => replay_compare(&input, &ab[0], &ab[1]),
+                (None, true) => replay_summary(&input, config),
+                (None, false) => replay(&input, config),
+            }
+        }
         Command::Localize { input, format } => localize(&input, format),
     }
 }
 
-fn replay(input: &std::path::Path, config: Option<PathBuf>) -> ExitCode {
-    use crossprobe::offline::replay::{replay_file, ReplayError};
+fn replay(input: &Input, config: Option<PathBuf>) -> ExitCode {
     let config = match config.map(|c| load(&c)).transpose() {
         Ok(config) => config,
         Err(code) => return code,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match replay_file(input, config.as_ref().map(|c| (&c.matrix, &c.correlator)), &mut out) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e @ ReplayError::Write(_)) => {
-            eprintln!("{}: {e}", input.display());
+    let fed = replay::replay_file(input, config.as_ref().map(|c| (&c.matrix, &c.correlator)), &mut out);
+    replayed(
+        input,
+        fed.map(|fed| {
+            warn_torn(&fed);
+            String::new()
+        }),
+    )
+}
+
+/// The summary of one replay, with `config`'s matrix and settings or the input's cells and the
+/// defaults.
+fn summarize(
+    input: &Input,
+    config: Option<&ValidatedConfig>,
+) -> Result<(Summary, replay::Fed), replay::ReplayError> {
+    Summary::replay(input, config.map(|c| (&c.matrix, &c.correlator)))
+}
+
+fn replay_summary(input: &Input, config: Option<PathBuf>) -> ExitCode {
+    let config = match config.map(|c| load(&c)).transpose() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let text = summarize(input, config.as_ref()).map(|(s, fed)| {
+        warn_torn(&fed);
+        summary::render(&s, summary::Clock { wall: fed.wall_clock })
+    });
+    replayed(input, text)
+}
+
+fn replay_compare(input: &Input, a: &std::path::Path, b: &std::path::Path) -> ExitCode {
+    let (ca, cb) = match (load(a), load(b)) {
+        (Ok(ca), Ok(cb)) => (ca, cb),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let text = summarize(input, Some(&ca)).and_then(|(sa, fed)| {
+        warn_torn(&fed);
+        let (sb, _) = summarize(input, Some(&cb))?;
+        let names = (a.display().to_string(), b.display().to_string());
+        Ok(summary::compare(&sa, &sb, (&names.0, &names.1), summary::Clock { wall: fed.wall_clock }))
+    });
+    replayed(input, text)
+}
+
+fn warn_torn(fed: &replay::Fed) {
+    for t in &fed.torn {
+        eprintln!("warning: {t}: cut short (a crash while writing?); skipped");
+    }
+}
+
+/// Prints `text` and maps a replay's result to an exit code: 1 when stdout or Prometheus failed,
+/// 64 for bad input.
+fn replayed(input: &Input, text: Result<String, replay::ReplayError>) -> ExitCode {
+    use std::io::Write;
+    match text {
+        Ok(text) => {
+            if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+                eprintln!("writing output: {e}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(
+            e @ (replay::ReplayError::Write(_)
+            | replay::ReplayError::Prometheus(
+                PrometheusError::Connect { .. } | PrometheusError::Status { .. },
+            )),
+        ) => {
+            eprintln!("{}: {e}", input.name());
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("{}: {e}", input.display());
+            eprintln!("{}: {e}", input.name());
             ExitCode::from(EXIT_USAGE)
         }
     }
@@ -270,6 +410,32 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
         return Err("at least 100ms".into());
     }
     Ok(d)
+}
+
+/// A size in bytes: a number with an optional binary unit (`64MiB`, `512KiB`, `1GiB`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("unknown unit {unit:?} (expected B, KiB, MiB or GiB, e.g. \"64MiB\")")),
+    };
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a size such as \"64MiB\""))?;
+    match n.checked_mul(scale) {
+        Some(b) if b >= 4096 => Ok(b),
+        Some(_) => Err("at least 4KiB".into()),
+        None => Err("too large".into()),
+    }
+}
+
+/// A wall-clock time (RFC 3339 in UTC) as milliseconds since the Unix epoch.
+fn parse_time(s: &str) -> Result<u64, String> {
+    crossprobe::offline::record::unix_ms(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 UTC time such as \"2026-11-30T22:15:00Z\""))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -348,3 +348,48 @@ fn a_reload_from_a_fifo_is_refused_and_the_daemon_runs_on() {
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The records in a record file, as JSON values.
+fn records_in(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Runs the daemon with `--record` until the file holds at least `n` records, then stops it.
+fn record_until(config: &LocalConfig, record: &std::path::Path, n: usize) {
+    let (mut daemon, _rx) = run_logged(
+        &["--config", config.path(), "--record", record.to_str().unwrap()],
+        &[("CROSSPROBE_ACME_AMQP_PASSWORD", "unused"), ("CROSSPROBE_GLOBEX_AMQP_PASSWORD", "unused")],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while records_in(record).len() < n {
+        assert!(std::time::Instant::now() < deadline, "fewer than {n} records within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(stop_within(&mut daemon, "TERM", Duration::from_secs(20)).code(), Some(0));
+}
+
+#[test]
+fn a_restarted_recording_keeps_both_runs() {
+    let config = LocalConfig::new();
+    let record = std::env::temp_dir().join(format!("crossprobe-cli-{}-record.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&record);
+    // No brokers needed: cells without them record connect_failed every interval.
+    record_until(&config, &record, 24);
+    let first = records_in(&record);
+    record_until(&config, &record, first.len() + 24);
+    let both = records_in(&record);
+    let _ = std::fs::remove_file(&record);
+    assert_eq!(both[..first.len()], first[..], "the second run appended to the first run's records");
+    let restarts = both.windows(2).filter(|w| w[1]["at_ms"].as_u64() < w[0]["at_ms"].as_u64()).count();
+    assert!(restarts >= 1, "the second run's at_ms starts again near 0");
+    let times: Vec<&str> = both.iter().map(|r| r["time"].as_str().expect("every record has time")).collect();
+    let first_run_end = times[first.len() - 1];
+    assert!(
+        times[first.len()..].iter().all(|t| *t >= first_run_end),
+        "wall-clock time goes on across the restart"
+    );
+}

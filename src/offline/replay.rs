@@ -17,15 +17,23 @@
 //! timeline and the state they would have given tick by tick. A gap whose ticks never settle is
 //! walked for at most [`MAX_UNSETTLED_TICKS`]. Lines are at most [`MAX_LINE_BYTES`] long, and
 //! `at_ms` leaves room for one tick after it.
+//!
+//! The replay clock is a record's wall-clock `time` when it has one (what `run --record`
+//! writes), else its `at_ms`: old recordings replay as before, and a recording appended across
+//! restarts stays in order although each run's `at_ms` starts again at 0. The input is a file
+//! (`.gz` is decompressed) or a directory of rotated files ([`super::recording::files`]);
+//! `--from`/`--to` keep the records whose time lies in `[from, to)`. A line cut short (a JSON
+//! text that ends early: a crash while writing) is skipped and reported with its file and line;
+//! any other bad line stops the replay.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, Read, Write};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::record::OutcomeRecord;
+use super::{prometheus, recording};
 use crate::config::{escaped, quoted, CorrelatorSettings};
 use crate::correlator::{Correlator, CorrelatorError, Labels, Level, Verdict};
 use crate::matrix::{Matrix, BASE_DIMENSIONS};
@@ -51,6 +59,16 @@ pub enum ReplayError {
     Write(#[source] io::Error),
     #[error("the input holds no records")]
     Empty,
+    #[error("line {line}: cut short (a crash while writing?)")]
+    Torn { line: usize },
+    #[error("{}: {source}", path.display())]
+    InFile { path: PathBuf, source: Box<ReplayError> },
+    #[error(transparent)]
+    Recording(#[from] recording::RecordingError),
+    #[error(transparent)]
+    Prometheus(#[from] prometheus::PrometheusError),
+    #[error("line {line}: --from/--to select by wall-clock time, and this record has none (a recording made before records carried it)")]
+    NoTime { line: usize },
     #[error(
         "the input's cells have no \"{0}\" label, which the outage quorum needs; \
          give --config with a [correlator.quorum] over the labels the input has"
@@ -66,16 +84,21 @@ fn line_error(line: usize, message: impl Into<String>) -> ReplayError {
 }
 
 /// Reads the records of `input`, skipping blank lines, with their 1-based line numbers. A line
-/// longer than [`MAX_LINE_BYTES`] or not UTF-8 is an error naming it.
+/// longer than [`MAX_LINE_BYTES`] or not UTF-8 is an error naming it; a line cut short is
+/// [`ReplayError::Torn`], after which reading goes on.
 pub fn records(input: impl BufRead) -> impl Iterator<Item = Result<(usize, OutcomeRecord), ReplayError>> {
     Lines { input, line: 0, done: false }.filter_map(|line| match line {
         Err(e) => Some(Err(e)),
         Ok((_, l)) if l.trim().is_empty() => None,
-        Ok((line_no, l)) => Some(
-            serde_json::from_str::<OutcomeRecord>(&l)
-                .map(|r| (line_no, r))
-                .map_err(|e| line_error(line_no, format!("invalid record: {e}"))),
-        ),
+        Ok((line_no, l)) => {
+            Some(serde_json::from_str::<OutcomeRecord>(&l).map(|r| (line_no, r)).map_err(|e| {
+                if e.is_eof() {
+                    ReplayError::Torn { line: line_no }
+                } else {
+                    line_error(line_no, format!("invalid record: {e}"))
+                }
+            }))
+        }
     })
 }
 
@@ -126,13 +149,32 @@ impl<R: BufRead> Iterator for Lines<R> {
 /// The matrix of the distinct cells in `input`: dimensions `az`, `tenant`, `protocol`, `broker`
 /// (those present), then other label names sorted; every record must carry the same names.
 pub fn infer_matrix(input: impl BufRead) -> Result<Matrix, ReplayError> {
-    let mut names: Option<(usize, BTreeSet<String>)> = None;
-    let mut cells: BTreeSet<Vec<(String, String)>> = BTreeSet::new();
+    let mut cells = InferredCells::default();
     for rec in records(input) {
-        let (line, r) = rec?;
+        match rec {
+            Err(ReplayError::Torn { .. }) => {}
+            rec => {
+                let (line, r) = rec?;
+                cells.add(line, r)?;
+            }
+        }
+    }
+    cells.matrix()
+}
+
+/// The distinct cells of records, and their label names as first seen.
+#[derive(Default)]
+struct InferredCells {
+    names: Option<(usize, BTreeSet<String>)>,
+    cells: BTreeSet<Vec<(String, String)>>,
+}
+
+impl InferredCells {
+    fn add(&mut self, line: usize, r: OutcomeRecord) -> Result<(), ReplayError> {
+        let names = &mut self.names;
         let keys: BTreeSet<String> = r.cell.0.iter().map(|(k, _)| k.clone()).collect();
-        match &names {
-            None => names = Some((line, keys)),
+        match &*names {
+            None => *names = Some((line, keys)),
             Some((first, known)) if *known != keys => {
                 return Err(line_error(
                     line,
@@ -141,29 +183,52 @@ pub fn infer_matrix(input: impl BufRead) -> Result<Matrix, ReplayError> {
             }
             Some(_) => {}
         }
-        cells.insert(r.cell.0);
+        self.cells.insert(r.cell.0);
+        Ok(())
     }
-    let Some((_, names)) = names else { return Err(ReplayError::Empty) };
-    let mut dims: Vec<String> =
-        BASE_DIMENSIONS.iter().filter(|d| names.contains(**d)).map(|d| d.to_string()).collect();
-    dims.extend(names.iter().filter(|n| !BASE_DIMENSIONS.contains(&n.as_str())).cloned());
-    let labels: BTreeSet<Vec<String>> = cells
-        .into_iter()
-        .map(|pairs| {
-            let map: HashMap<String, String> = pairs.into_iter().collect();
-            dims.iter().map(|d| map.get(d).cloned().unwrap_or_default()).collect()
-        })
-        .collect();
-    Ok(Matrix::from_labels(dims, labels.into_iter().collect()))
+
+    fn matrix(self) -> Result<Matrix, ReplayError> {
+        let (Some((_, names)), cells) = (self.names, self.cells) else { return Err(ReplayError::Empty) };
+        let mut dims: Vec<String> =
+            BASE_DIMENSIONS.iter().filter(|d| names.contains(**d)).map(|d| d.to_string()).collect();
+        dims.extend(names.iter().filter(|n| !BASE_DIMENSIONS.contains(&n.as_str())).cloned());
+        let labels: BTreeSet<Vec<String>> = cells
+            .into_iter()
+            .map(|pairs| {
+                let map: HashMap<String, String> = pairs.into_iter().collect();
+                dims.iter().map(|d| map.get(d).cloned().unwrap_or_default()).collect()
+            })
+            .collect();
+        Ok(Matrix::from_labels(dims, labels.into_iter().collect()))
+    }
 }
 
-/// One printed line of the timeline.
+/// One change of the timeline: the level or the set of active scopes differs from the tick
+/// before (or it is the first tick).
 #[derive(Debug, Serialize)]
 pub struct Change<'a> {
     pub at_ms: u64,
     pub verdict: Level,
     pub scopes: Vec<&'a Labels>,
     pub evidence: &'a Verdict,
+}
+
+/// What a replay reports to: the timeline printer, or [`super::summary`]'s incident tracker.
+pub trait Observer {
+    /// One record fed, at `at_ms` on the replay clock, in cell `cell` of the matrix.
+    fn outcome(&mut self, _at_ms: u64, _cell: usize, _failed: bool) {}
+    /// One change of the timeline.
+    fn change(&mut self, change: &Change) -> Result<(), ReplayError>;
+    /// The input ended; `at_ms` is its last tick.
+    fn end(&mut self, _at_ms: u64) {}
+}
+
+/// Any writer prints the timeline: one JSON line per change.
+impl<W: Write> Observer for W {
+    fn change(&mut self, change: &Change) -> Result<(), ReplayError> {
+        serde_json::to_writer(&mut *self, change).map_err(|e| ReplayError::Write(e.into()))?;
+        self.write_all(b"\n").map_err(ReplayError::Write)
+    }
 }
 
 /// Feeds records through a correlator and reports verdict changes.
@@ -192,7 +257,12 @@ impl Replay {
     }
 
     /// Feeds one record (from line `line`), first running every tick it is past.
-    pub fn feed(&mut self, line: usize, r: &OutcomeRecord, out: &mut impl Write) -> Result<(), ReplayError> {
+    pub fn feed(
+        &mut self,
+        line: usize,
+        r: &OutcomeRecord,
+        out: &mut impl Observer,
+    ) -> Result<(), ReplayError> {
         let outcome = r.outcome().ok_or_else(|| {
             line_error(
                 line,
@@ -204,31 +274,32 @@ impl Replay {
             )
         })?;
         let cell = self.cell_index(line, &r.cell)?;
-        if r.at_ms.checked_add(self.tick_ms).is_none() {
+        let at_ms = r.clock_ms().map_err(|m| line_error(line, m))?;
+        if at_ms.checked_add(self.tick_ms).is_none() {
             return Err(line_error(
                 line,
                 format!(
                     "at_ms {} leaves no room for its tick: it must be below {}",
-                    r.at_ms,
+                    at_ms,
                     u64::MAX - self.tick_ms + 1
                 ),
             ));
         }
-        let boundary = *self.next_boundary.get_or_insert(r.at_ms + self.tick_ms);
-        if r.at_ms < boundary - self.tick_ms {
+        let boundary = *self.next_boundary.get_or_insert(at_ms + self.tick_ms);
+        if at_ms < boundary - self.tick_ms {
             return Err(line_error(
                 line,
                 format!(
-                    "at_ms {} is before the tick already evaluated at {}; sort the input by at_ms",
-                    r.at_ms,
-                    boundary - self.tick_ms
+                    "{} is before the tick already evaluated at {}; sort the input by time",
+                    clock_name(r, at_ms),
+                    clock_name(r, boundary - self.tick_ms)
                 ),
             ));
         }
         // Every boundary up to `at_ms` is a tick; `at_ms + tick_ms` fits, so they all do.
         let mut walked = 0u64;
-        while let Some(next) = self.next_boundary.filter(|&b| r.at_ms >= b) {
-            let remaining = (r.at_ms - next) / self.tick_ms + 1;
+        while let Some(next) = self.next_boundary.filter(|&b| at_ms >= b) {
+            let remaining = (at_ms - next) / self.tick_ms + 1;
             if walked > 0 && self.skip_gaps && self.correlator.skip_idle(remaining) {
                 self.next_boundary = Some(next + remaining * self.tick_ms);
                 break;
@@ -237,8 +308,8 @@ impl Replay {
                 return Err(line_error(
                     line,
                     format!(
-                        "at_ms {} is {remaining} more ticks after the previous records, and the correlator did not settle within {MAX_UNSETTLED_TICKS}",
-                        r.at_ms
+                        "{} is {remaining} more ticks after the previous records, and the correlator did not settle within {MAX_UNSETTLED_TICKS}",
+                        clock_name(r, at_ms)
                     ),
                 ));
             }
@@ -246,15 +317,16 @@ impl Replay {
             walked += 1;
         }
         self.correlator.record(cell, &outcome)?;
+        out.outcome(at_ms, cell, outcome.is_failure());
         Ok(())
     }
 
     /// Runs the tick that covers the last records; an input without records is an error.
-    pub fn finish(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
-        if self.next_boundary.is_none() {
-            return Err(ReplayError::Empty);
-        }
-        self.tick(out)
+    pub fn finish(&mut self, out: &mut impl Observer) -> Result<(), ReplayError> {
+        let Some(last) = self.next_boundary else { return Err(ReplayError::Empty) };
+        self.tick(out)?;
+        out.end(last);
+        Ok(())
     }
 
     fn cell_index(&self, line: usize, labels: &Labels) -> Result<usize, ReplayError> {
@@ -280,18 +352,24 @@ impl Replay {
             .ok_or_else(|| line_error(line, format!("cell {{{}}} is not in the matrix", describe())))
     }
 
-    fn tick(&mut self, out: &mut impl Write) -> Result<(), ReplayError> {
+    fn tick(&mut self, out: &mut impl Observer) -> Result<(), ReplayError> {
         let Some(at_ms) = self.next_boundary else { return Ok(()) };
         self.next_boundary = Some(at_ms.saturating_add(self.tick_ms));
         let v = self.correlator.tick_at(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms));
         let now = (v.level, v.scope_labels().into_iter().cloned().collect::<Vec<_>>());
         if self.last.as_ref() != Some(&now) {
-            let change = Change { at_ms, verdict: v.level, scopes: v.scope_labels(), evidence: v };
-            serde_json::to_writer(&mut *out, &change).map_err(|e| ReplayError::Write(e.into()))?;
-            out.write_all(b"\n").map_err(ReplayError::Write)?;
+            out.change(&Change { at_ms, verdict: v.level, scopes: v.scope_labels(), evidence: v })?;
             self.last = Some(now);
         }
         Ok(())
+    }
+}
+
+/// A point on the replay clock as the record gives it: `time` or `at_ms`.
+fn clock_name(r: &OutcomeRecord, ms: u64) -> String {
+    match r.time {
+        Some(_) => format!("time {}", super::record::rfc3339_ms(ms)),
+        None => format!("at_ms {ms}"),
     }
 }
 
@@ -311,32 +389,9 @@ pub fn replay(
     out.flush().map_err(ReplayError::Write)
 }
 
-/// Replays the file at `path`. With `config` (its matrix and settings) cells must be in the
-/// configured matrix; without, the matrix is the input's distinct cells and the settings are the
-/// defaults.
-pub fn replay_file(
-    path: &Path,
-    config: Option<(&Matrix, &CorrelatorSettings)>,
-    out: &mut impl Write,
-) -> Result<(), ReplayError> {
-    let open = || {
-        File::open(path)
-            .map(BufReader::new)
-            .map_err(|source| ReplayError::Open { path: path.to_owned(), source })
-    };
-    match config {
-        Some((matrix, settings)) => replay(open()?, matrix, settings, out),
-        None => {
-            replay(open()?, &infer_matrix(open()?)?, &CorrelatorSettings::default(), out).map_err(|e| match e
-            {
-                ReplayError::Correlator(CorrelatorError::UnknownQuorumDimension(d)) => {
-                    ReplayError::QuorumLabel(d)
-                }
-                e => e,
-            })
-        }
-    }
-}
+mod input;
+
+pub use input::{replay_file, run, setup, Fed, Input, Source, Window};
 
 #[cfg(test)]
 mod tests;
