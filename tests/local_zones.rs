@@ -64,7 +64,10 @@ fn owned_by(state: &str) -> Vec<String> {
 fn separate_zones_come_up_and_down_leaves_no_process() {
     let state = std::env::temp_dir().join(format!("crossprobe-zones-{}", std::process::id()));
     let state = state.to_str().unwrap();
-    let env = [("CROSSPROBE_LOCAL_STATE", state), ("CROSSPROBE_LOCAL_PORT_BASE", "23000")];
+    // Its own ports: from CROSSPROBE_TEST_ZONES_PORT_BASE, default 23000 (the suite's zones are
+    // on CROSSPROBE_LOCAL_PORT_BASE, 19000, and quorum_live's cluster on 21000).
+    let base = std::env::var("CROSSPROBE_TEST_ZONES_PORT_BASE").unwrap_or_else(|_| "23000".to_owned());
+    let env = [("CROSSPROBE_LOCAL_STATE", state), ("CROSSPROBE_LOCAL_PORT_BASE", base.as_str())];
     let up = ctl(&["up"], &env);
     let survivors_if_failed = || {
         let _ = ctl(&["down"], &env);
