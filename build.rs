@@ -28,13 +28,12 @@ fn output(cmd: &mut Command) -> Option<String> {
 fn git_revision() -> Option<String> {
     let git = |args: &[&str]| output(Command::new("git").args(args));
     let revision = git(&["rev-parse", "HEAD"])?;
-    for path in ["HEAD", "packed-refs"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={p}");
-        }
-    }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    // Only files that exist: cargo takes a missing one as changed on every build, which would
+    // recompile the crate each time (a repository without packed-refs has none).
+    for path in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(p) = git(&["rev-parse", "--git-path", path]).filter(|p| std::path::Path::new(p).exists())
+        {
             println!("cargo:rerun-if-changed={p}");
         }
     }
