@@ -28,6 +28,10 @@ const QUANTILE_WINDOW: Duration = Duration::from_secs(60);
 /// Quantiles exported from the HDR window.
 pub const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
+/// `crossprobe_build_info`'s labels: version, git commit and compiler, set by `build.rs`.
+pub const BUILD: [&str; 3] =
+    [env!("CARGO_PKG_VERSION"), env!("CROSSPROBE_REVISION"), env!("CROSSPROBE_RUSTC")];
+
 /// Latencies in microseconds over the current and the previous window.
 struct Window {
     current: Hdr<u32>,
@@ -157,11 +161,16 @@ impl Metrics {
         )?;
         registry.register(Box::new(scope_down.clone()))?;
         let build = IntGaugeVec::new(
-            Opts::new("crossprobe_build_info", "Always 1; the version as a label."),
-            &["version"],
+            Opts::new(
+                "crossprobe_build_info",
+                "Always 1; the version, git commit (\"unknown\" outside git) and compiler as labels.",
+            ),
+            &["version", "revision", "rustc"],
         )?;
         registry.register(Box::new(build.clone()))?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build.with_label_values(&BUILD).set(1);
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let reload_success = gauge(
             "crossprobe_config_last_reload_success",
             "1 if the last configuration load (start-up or reload) succeeded, 0 after a refused reload.",

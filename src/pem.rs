@@ -3,13 +3,11 @@
 //! configuration, so `config` and `web` can both use it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use rustls::{InconsistentKeys, RootCertStore};
+use rustls::{InconsistentKeys, RootCertStore, ServerConfig};
 
 /// Why a TLS file cannot be used. Messages quote file names, never file contents.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +35,6 @@ impl TlsError {
             TlsError::KeyMismatch { key, .. } => key == path,
         }
     }
-}
-
-/// The crypto provider, named explicitly: lapin turns on rustls's aws-lc-rs provider in the same
-/// build, so rustls has no single process-wide default to fall back on.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -94,14 +86,15 @@ pub fn client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// Certificate chain and key, checked to belong together.
+/// Certificate chain and key, checked to belong together with rustls's process default provider:
+/// ring, the one provider the build compiles in (see Cargo.toml), so rustls picks it by itself.
 pub fn certified_key(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<CertifiedKey, TlsError> {
-    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
+    CertifiedKey::from_der(certs, key, ServerConfig::builder().crypto_provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
             TlsError::KeyMismatch { cert: cert_file.to_owned(), key: key_file.to_owned() }
         }

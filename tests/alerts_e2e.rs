@@ -1,6 +1,7 @@
 //! The alert rules against a real Prometheus scraping the daemon, which probes the local
-//! zones: a fault on zone b makes `CrossprobePartialOutage` fire with az="b", a fault on every
-//! zone makes `CrossprobeOutageConfirmed` fire, and healing clears both.
+//! zones: a fault on zone b makes `CrossprobePartialOutage` fire with az="b" (its summary naming
+//! only that label, its description the dominant failure queried from the daemon's counters),
+//! a fault on every zone makes `CrossprobeOutageConfirmed` fire, and healing clears both.
 
 mod support;
 
@@ -53,6 +54,25 @@ async fn partial_and_confirmed_outage_alerts_fire_in_prometheus_and_clear_after_
     assert!(
         firing(&prom, "CrossprobeOutageConfirmed").unwrap().is_empty(),
         "one zone is not an outage: {alerts:?}"
+    );
+    // What the on-call reads: the scope's fixed labels only, the dominant failure of its cells
+    // as Prometheus queried it from the daemon's counters, and the runbook.
+    let alert = prom
+        .alerts()
+        .unwrap()
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == "CrossprobePartialOutage" && a["labels"]["az"] == "b")
+        .expect("the firing alert is listed");
+    let notes = &alert["annotations"];
+    assert_eq!(notes["summary"], "Broker scope down: az=b", "{alert}");
+    let description = notes["description"].as_str().unwrap_or_default();
+    assert!(
+        description.contains("Dominant failure over 5 minutes: ") && !description.contains("none counted"),
+        "the description names the failure of zone b's cells: {description}"
+    );
+    assert_eq!(
+        notes["runbook_url"],
+        "https://github.com/crossprobe/crossprobe/blob/main/docs/runbooks/CrossprobePartialOutage.md"
     );
 
     let zone_a = b.fault("a", "pause", None).unwrap();

@@ -44,7 +44,13 @@ fn every_cell_series_exists_at_start_up() {
     assert_eq!(text.lines().filter(|l| l.starts_with("crossprobe_cell_state{")).count(), 12);
     assert!(text.contains(&format!("{} -1", series("crossprobe_cell_state", &CELL0, &[]))));
     assert!(text.contains("crossprobe_verdict 0") && text.contains("crossprobe_outage_confirmed 0"));
-    assert!(text.contains(&format!("crossprobe_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+    let [version, revision, rustc] = super::BUILD;
+    let build =
+        format!("crossprobe_build_info{{revision=\"{revision}\",rustc=\"{rustc}\",version=\"{version}\"}} 1");
+    assert!(text.contains(&build), "{build} not in:\n{text}");
+    assert!(!revision.is_empty() && !rustc.is_empty(), "build.rs sets both, \"unknown\" when it cannot tell");
+    #[cfg(target_os = "linux")]
+    assert!(text.contains("\nprocess_resident_memory_bytes "), "no process metrics in:\n{text}");
 }
 
 #[test]

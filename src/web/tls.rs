@@ -17,21 +17,18 @@ use rustls::ServerConfig;
 use tracing::{info, warn};
 
 use crate::config::TlsFiles;
-use crate::pem::{certificates, certified_key, client_roots, invalid, private_key, provider, TlsError};
+use crate::pem::{certificates, certified_key, client_roots, invalid, private_key, TlsError};
 
 /// The rustls configuration the files describe: HTTP/1.1, client certificates required and
 /// verified when a client CA is given.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
-    let provider = provider();
     let certs = certificates(&files.cert_file)?;
     let key = private_key(&files.key_file)?;
     let certified = certified_key(certs, key, &files.cert_file, &files.key_file)?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(&files.cert_file, e))?;
+    let builder = ServerConfig::builder();
     let builder = match &files.client_ca_file {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots(ca)?), provider)
+            let verifier = WebPkiClientVerifier::builder(Arc::new(client_roots(ca)?))
                 .build()
                 .map_err(|e| invalid(ca, e))?;
             builder.with_client_cert_verifier(verifier)

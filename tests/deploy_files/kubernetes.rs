@@ -1,26 +1,54 @@
-//! The Kubernetes manifests' contract: one Deployment per zone, pinned to it by node affinity,
-//! probed on `/readyz` and `/healthz`, running the ConfigMap's file for that zone, whose
-//! `vantage` is that zone and which validates; passwords from the Secret; non-root with a
-//! read-only root file system; Service, PodMonitor and PodDisruptionBudget selecting the pods.
+//! The Kubernetes manifests' contract, on what `kubectl kustomize deploy/kubernetes` renders
+//! (every object validated offline against the Kubernetes schemas by kubernetes-validate): one
+//! Deployment per zone, pinned to it by node affinity, probed on `/readyz` and `/healthz`,
+//! running its zone's ConfigMap, whose `vantage` is that zone and which validates; passwords
+//! from the Secret; non-root with a read-only root file system; Service, PodMonitor and
+//! PodDisruptionBudget selecting the pods; the PrometheusRule and the dashboard ConfigMap
+//! holding what deploy/prometheus/ and deploy/grafana/ hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
 
 use crossprobe::config::{Secret, ValidatedConfig};
-use yaml_rust2::Yaml;
+use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{root, yaml_docs};
 
-/// Every document of every manifest, by kind.
+/// `kubectl kustomize deploy/kubernetes`, rendered once per test binary.
+fn rendered() -> &'static str {
+    static RENDERED: OnceLock<String> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let out = Command::new("kubectl")
+            .args(["kustomize", "deploy/kubernetes"])
+            .current_dir(root())
+            .output()
+            .expect("kubectl runs (deploy/local/crossprobe-local install puts it there)");
+        assert!(out.status.success(), "kubectl kustomize failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    })
+}
+
+/// Every object kustomize renders, and the example Secret (applied by hand), by kind.
 fn manifests() -> BTreeMap<String, Vec<Yaml>> {
+    let mut docs = YamlLoader::load_from_str(rendered()).expect("kustomize renders YAML");
+    docs.extend(yaml_docs(&root().join("deploy/kubernetes/secret.example.yaml")).unwrap());
     let mut out: BTreeMap<String, Vec<Yaml>> = BTreeMap::new();
-    for path in super::files(&root().join("deploy/kubernetes"), &[".yaml"]) {
-        for doc in yaml_docs(&path).unwrap() {
-            let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", path.display()));
-            out.entry(kind.to_owned()).or_default().push(doc);
-        }
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("an object without kind: {doc:?}"));
+        out.entry(kind.to_owned()).or_default().push(doc);
     }
     out
+}
+
+/// The objects of `kind` whose name starts with `prefix`.
+fn named<'a>(all: &'a BTreeMap<String, Vec<Yaml>>, kind: &str, prefix: &str) -> Vec<&'a Yaml> {
+    all.get(kind)
+        .into_iter()
+        .flatten()
+        .filter(|d| d["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .collect()
 }
 
 fn one<'a>(all: &'a BTreeMap<String, Vec<Yaml>>, kind: &str) -> &'a Yaml {
@@ -46,15 +74,18 @@ fn selects(selector: &BTreeMap<String, String>, pod: &BTreeMap<String, String>) 
     selector.iter().all(|(k, v)| pod.get(k) == Some(v))
 }
 
-/// The configuration file a Deployment mounts, from the ConfigMap.
+/// The configuration file a Deployment mounts, from its ConfigMap.
 fn mounted_config(all: &BTreeMap<String, Vec<Yaml>>, spec: &Yaml) -> (String, String) {
     let volume = &spec["volumes"][0]["configMap"];
-    let configmap = one(all, "ConfigMap");
-    assert_eq!(volume["name"], configmap["metadata"]["name"], "the Deployment mounts another ConfigMap");
+    let name = str_of(&volume["name"], "the config volume's ConfigMap");
+    let configmap = match named(all, "ConfigMap", name).as_slice() {
+        [one] if one["metadata"]["name"].as_str() == Some(name) => *one,
+        _ => panic!("no ConfigMap {name}"),
+    };
     assert_eq!(str_of(&volume["items"][0]["path"], "mounted path"), "crossprobe.toml");
     let key = str_of(&volume["items"][0]["key"], "ConfigMap key").to_owned();
-    let text = str_of(&configmap["data"][key.as_str()], &format!("ConfigMap data {key}")).to_owned();
-    (key, text)
+    let text = str_of(&configmap["data"][key.as_str()], &format!("{name} data {key}")).to_owned();
+    (format!("{name}/{key}"), text)
 }
 
 #[test]
@@ -133,14 +164,102 @@ fn each_zone_has_a_deployment_pinned_to_it_and_probed_on_health_paths() {
 #[test]
 fn the_zones_configs_differ_only_in_vantage() {
     let all = manifests();
-    let configmap = one(&all, "ConfigMap");
-    let files = labels(&configmap["data"]);
-    assert_eq!(files.len(), 3, "one file per zone: {:?}", files.keys());
+    let files: Vec<&str> = named(&all, "ConfigMap", "crossprobe-config-")
+        .iter()
+        .map(|c| str_of(&c["data"]["crossprobe.toml"], "crossprobe.toml"))
+        .collect();
+    assert_eq!(files.len(), 3, "one configuration per zone");
     let without_vantage: BTreeSet<String> = files
-        .values()
+        .iter()
         .map(|text| text.lines().filter(|l| !l.starts_with("vantage =")).collect::<Vec<_>>().join("\n"))
         .collect();
     assert_eq!(without_vantage.len(), 1, "the zones' files must be the same matrix: {files:#?}");
+}
+
+/// kubernetes-validate checks every object against the schemas of Kubernetes 1.37, offline
+/// (they ship in the package). The Prometheus Operator's kinds have no schema there: their
+/// shape is checked by the tests above and below.
+#[test]
+fn every_rendered_object_validates_against_the_kubernetes_schemas() {
+    let file = std::env::temp_dir().join(format!("ecosystem-kustomize-{}.yaml", std::process::id()));
+    std::fs::write(&file, rendered()).unwrap();
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", "1.37.0"])
+        .arg(&file)
+        .output()
+        .expect("kubernetes-validate runs (deploy/local/crossprobe-local install puts it there)");
+    std::fs::remove_file(&file).unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubernetes-validate failed:\n{report}");
+    let all = manifests();
+    for (kind, docs) in &all {
+        for doc in docs {
+            let name = str_of(&doc["metadata"]["name"], kind);
+            if kind == "Secret" {
+                continue; // the example, not rendered
+            }
+            let line = report
+                .lines()
+                .find(|l| {
+                    l.contains(&format!("resource {}/{name} ", kind.to_lowercase()))
+                        || l.contains(&format!("kind {kind} "))
+                })
+                .unwrap_or_else(|| panic!("kubernetes-validate said nothing of {kind} {name}:\n{report}"));
+            let checked = line.contains("passed");
+            let unknown = line.contains("Couldn't find schema")
+                && doc["apiVersion"].as_str() == Some("monitoring.coreos.com/v1");
+            assert!(checked || unknown, "{kind} {name}: {line}");
+        }
+    }
+}
+
+/// A YAML value as JSON, so that two documents compare equal whatever their key order
+/// (kustomize sorts keys).
+fn json(y: &Yaml) -> serde_json::Value {
+    use serde_json::Value;
+    match y {
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Real(r) => Value::String(r.clone()),
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Array(a) => Value::Array(a.iter().map(json).collect()),
+        Yaml::Hash(h) => {
+            Value::Object(h.iter().map(|(k, v)| (str_of(k, "key").to_owned(), json(v))).collect())
+        }
+        _ => Value::Null,
+    }
+}
+
+/// The generated PrometheusRule holds exactly the groups of the rule files, and the dashboard
+/// ConfigMap exactly the dashboard: `deploy/kubernetes/generate` rewrites both.
+#[test]
+fn generated_objects_hold_their_sources() {
+    let all = manifests();
+    let rule = one(&all, "PrometheusRule");
+    let mut groups = Vec::new();
+    for file in ["crossprobe-rules.yml", "crossprobe-vantage-rules.yml"] {
+        let doc = yaml_docs(&root().join("deploy/prometheus").join(file)).unwrap().remove(0);
+        groups.extend(doc["groups"].as_vec().unwrap().iter().cloned());
+    }
+    assert!(groups.len() >= 3, "expected the groups of both rule files");
+    let groups = json(&Yaml::Array(groups));
+    assert!(
+        json(&rule["spec"]["groups"]) == groups,
+        "deploy/kubernetes/prometheusrule.yaml differs from deploy/prometheus/*-rules.yml: run deploy/kubernetes/generate"
+    );
+    let dashboard = named(&all, "ConfigMap", "crossprobe-dashboard");
+    let dashboard = dashboard.first().expect("the dashboard ConfigMap");
+    assert_eq!(
+        dashboard["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1"),
+        "the sidecar's label"
+    );
+    let shipped: serde_json::Value =
+        serde_json::from_str(str_of(&dashboard["data"]["crossprobe.json"], "crossprobe.json")).unwrap();
+    assert!(
+        shipped == super::dashboard(),
+        "deploy/kubernetes/grafana-dashboard.yaml differs from deploy/grafana/crossprobe.json: run deploy/kubernetes/generate"
+    );
 }
 
 #[test]
@@ -166,17 +285,16 @@ fn service_podmonitor_and_budget_cover_every_pod() {
     let job_label = str_of(&monitor["spec"]["jobLabel"], "jobLabel");
     assert!(pods.iter().all(|p| p.get(job_label).map(String::as_str) == Some("crossprobe")));
 
-    // Everything but the Secret example is applied.
-    let listed: BTreeSet<&str> = one(&all, "Kustomization")["resources"]
-        .as_vec()
-        .into_iter()
-        .flatten()
-        .map(|r| str_of(r, "resource"))
-        .collect();
-    let present: BTreeSet<String> = super::files(&root().join("deploy/kubernetes"), &[".yaml"])
-        .iter()
-        .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
-        .filter(|f| f != "kustomization.yaml" && f != "secret.example.yaml")
-        .collect();
-    assert_eq!(listed, present.iter().map(String::as_str).collect(), "kustomization.yaml resources");
+    // What is applied: one configuration and one Deployment per zone, and one of each other.
+    let kinds: BTreeMap<&str, usize> = all.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+    let expected = [
+        ("ConfigMap", 4),
+        ("Deployment", 3),
+        ("PodDisruptionBudget", 1),
+        ("PodMonitor", 1),
+        ("PrometheusRule", 1),
+        ("Secret", 1),
+        ("Service", 1),
+    ];
+    assert_eq!(kinds, BTreeMap::from(expected), "rendered objects by kind (Secret: the example)");
 }

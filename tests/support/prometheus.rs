@@ -46,6 +46,17 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned().ok_or(body)
     }
 
+    /// The alerts Prometheus holds (pending and firing), with their labels and expanded
+    /// annotations: `/api/v1/alerts`.
+    pub fn alerts(&self) -> Result<Vec<Value>, String> {
+        let (status, body) = http_get(self.addr, "/api/v1/alerts").map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("status {status}: {body}"));
+        }
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        v["data"]["alerts"].as_array().cloned().ok_or(body)
+    }
+
     /// The value of the first series of an instant query, once there is one.
     pub fn value(&self, promql: &str) -> Result<String, String> {
         let result = self.query(promql)?;

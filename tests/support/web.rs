@@ -154,10 +154,7 @@ impl Client {
         for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
-        let builder = rustls::ClientConfig::builder_with_provider(crossprobe::pem::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
         let config = match identity {
             Some(id) => {
                 let certs = CertificateDer::pem_file_iter(&id.cert).unwrap().map(Result::unwrap).collect();
