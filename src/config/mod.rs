@@ -148,6 +148,10 @@ pub struct Daemon {
     /// carries `vantage="<value>"`, so Prometheus can compare what daemons in different zones
     /// see (`deploy/prometheus/crossprobe-vantage-rules.yml`).
     pub vantage: Option<String>,
+    /// Dimensions the latency series are kept by (`crossprobe_roundtrip_seconds` and the other
+    /// latency families): one group per distinct combination of their values. Every dimension
+    /// listed makes one group per cell.
+    pub latency_by: Vec<String>,
     /// `[daemon.web]`: TLS and basic authentication of the HTTP server.
     pub web: WebSettings,
 }
