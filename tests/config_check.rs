@@ -175,6 +175,49 @@ fn check_with_a_shard_prints_only_its_cells() {
 }
 
 #[test]
+fn check_with_shard_by_tenant_keeps_each_tenant_on_one_shard() {
+    let config = "config/examples/production.toml";
+    let out = crossprobe(&["check", "--skip-secrets", "--config", config]);
+    let mut all = cell_rows(&String::from_utf8_lossy(&out.stdout));
+    let mut union = Vec::new();
+    let mut shard_of: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let out = crossprobe(&[
+            "check",
+            "--skip-secrets",
+            "--config",
+            config,
+            "--shard",
+            &shard,
+            "--shard-by",
+            "tenant",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.code() == Some(64) && String::from_utf8_lossy(&out.stderr).contains("has none of") {
+            continue; // fewer tenants than shards may leave one empty
+        }
+        assert!(out.status.success(), "check --shard {shard}: {}", String::from_utf8_lossy(&out.stderr));
+        for id in cell_rows(&stdout) {
+            let tenant = id.split_once('/').unwrap().1.to_owned();
+            assert_eq!(fnv1a(&tenant) % 3, i, "shard {shard} printed {id}, whose tenant belongs to another");
+            let on = shard_of.entry(tenant).or_default();
+            if !on.contains(&i) {
+                on.push(i);
+            }
+            union.push(id);
+        }
+    }
+    assert!(shard_of.len() >= 2, "the production example should have several tenants: {shard_of:?}");
+    for (tenant, on) in &shard_of {
+        assert_eq!(on.len(), 1, "tenant {tenant} is on shards {on:?}: it must be whole on one");
+    }
+    all.sort();
+    union.sort();
+    assert_eq!(union, all, "the three shards together must be the whole matrix, each cell once");
+}
+
+#[test]
 fn bad_shards_exit_64_with_a_clear_message() {
     let cases = [
         (vec!["check", "--shard", "3/3"], "shard index 3 is out of range: with 3 shards it must be 0 to 2"),
@@ -182,6 +225,11 @@ fn bad_shards_exit_64_with_a_clear_message() {
         (vec!["check", "--shard", "one/3"], "\"one/3\" is not I/N"),
         (vec!["once", "--shard", "1-3"], "\"1-3\" is not I/N"),
         (vec!["run", "--shard", "5/2"], "shard index 5 is out of range"),
+        (vec!["check", "--shard-by", "tenant"], "--shard"),
+        (
+            vec!["check", "--shard", "0/2", "--shard-by", "zone"],
+            "--shard-by zone: not a dimension of the matrix",
+        ),
     ];
     for (args, expected) in cases {
         let mut args = args;

@@ -68,15 +68,10 @@ impl ValidatedConfig {
             .map_err(|problems| ConfigError::Invalid { file: path.to_owned(), problems })
     }
 
-    /// Keeps only the cells of `shard` (`--shard I/N`), after validation, so every replica
-    /// validates the whole file the same way. A shard without cells is refused: a replica that
-    /// probes nothing is a mistake in N, not a deployment.
-    pub fn shard(mut self, shard: Shard) -> Result<Self, ShardError> {
-        let cells = self.matrix.len();
-        self.matrix = self.matrix.filtered(|c| shard.owns(c));
-        if self.matrix.is_empty() {
-            return Err(ShardError::Empty { shard, cells });
-        }
+    /// Keeps only the cells of `shard` (`--shard I/N [--shard-by DIM]`), after validation, so
+    /// every replica validates the whole file the same way ([`Shard::part`]).
+    pub fn shard(mut self, shard: &Shard) -> Result<Self, ShardError> {
+        self.matrix = shard.part(&self.matrix)?;
         Ok(self)
     }
 }
@@ -121,7 +116,7 @@ impl ConfigSource {
 
     fn parse_with(&self, text: &str, secrets: Secrets) -> Result<ValidatedConfig, LoadError> {
         let config = ValidatedConfig::parse_with(text, &self.path, secrets)?;
-        match self.shard {
+        match &self.shard {
             None => Ok(config),
             Some(shard) => {
                 config.shard(shard).map_err(|source| LoadError::Shard { path: self.path.clone(), source })
