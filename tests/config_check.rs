@@ -175,6 +175,31 @@ fn check_with_a_shard_prints_only_its_cells() {
 }
 
 #[test]
+fn the_summary_names_the_largest_values_of_a_large_dimension_not_every_value() {
+    // 2 Kafka targets x 40 tenants, the first tenant also on a third target: 81 cells.
+    let mut toml = String::new();
+    for (name, tenants) in [("k-a", ""), ("k-b", ""), ("k-c", "tenants = [\"t00\"]\n")] {
+        toml += &format!("[[targets]]\nname = \"{name}\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"127.0.0.1:9092\"]\n{tenants}");
+    }
+    for t in 0..40 {
+        toml += &format!("[[tenants]]\nname = \"t{t:02}\"\nkafka = {{ topic = \"probe-t{t:02}\" }}\n");
+    }
+    let path = std::env::temp_dir().join(format!("scale-summary-{}.toml", std::process::id()));
+    std::fs::write(&path, toml).unwrap();
+    let out = crossprobe(&["check", "--config", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains("; tenant: 40 values, most cells t00=3 t01=2 t02=2 t03=2 t04=2 and 35 more;"),
+        "unexpected summary line: {summary}"
+    );
+    assert!(!summary.contains("t39"), "every tenant listed: {summary}");
+    assert!(summary.contains("; broker: k-a=40 k-b=40 k-c=1"), "few values are all listed: {summary}");
+}
+
+#[test]
 fn check_with_shard_by_tenant_keeps_each_tenant_on_one_shard() {
     let config = "config/examples/production.toml";
     let out = crossprobe(&["check", "--skip-secrets", "--config", config]);
