@@ -36,7 +36,7 @@ pub fn matrix_table(config: &ValidatedConfig) -> String {
         .map(|(d, name)| {
             let mut values: Vec<(&str, usize)> = m.values_of(d).into_iter().collect();
             let count = values.len();
-            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
             let shown: Vec<String> =
                 values.iter().take(SUMMARY_VALUES).map(|(v, n)| format!("{v}={n}")).collect();
             match count.saturating_sub(SUMMARY_VALUES) {
