@@ -417,7 +417,7 @@ fn check_names_every_missing_password_and_never_a_value() {
     assert_eq!(
         stderr,
         "config/examples/local.toml: 1 problem found\n\
-         config/examples/local.toml:55:67: tenants[0] \"acme\".amqp.password_env: environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set or not unicode\n"
+         config/examples/local.toml:59:67: tenants[0] \"acme\".amqp.password_env: environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set or not unicode\n"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t"));
     // The production example names eight password files; none exists here.

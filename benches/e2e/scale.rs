@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::support::{brokers, free_port, http_get, unique, ZONES};
+use super::support::{brokers, free_port, http_get, unique, TANSU_FETCH, ZONES};
 use super::Options;
 
 const WARM_UP: Duration = Duration::from_secs(15);
@@ -28,7 +28,7 @@ fn config(cells: usize, port: u16, interval: Duration) -> (String, usize) {
     );
     for (i, z) in ZONES.iter().enumerate() {
         for j in 0..n {
-            toml += &format!("[[targets]]\nname = \"kafka-{z}-{j}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n", b.kafka[i]);
+            toml += &format!("[[targets]]\nname = \"kafka-{z}-{j}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n{TANSU_FETCH}", b.kafka[i]);
             toml += &format!("[[targets]]\nname = \"rabbit-{z}-{j}\"\nprotocol = \"amqp\"\naz = \"{z}\"\naddresses = [\"{}\"]\n", b.amqp[i]);
         }
     }
