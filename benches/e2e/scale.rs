@@ -28,8 +28,10 @@ fn config(cells: usize, port: u16, interval: Duration) -> (String, usize) {
     );
     for (i, z) in ZONES.iter().enumerate() {
         for j in 0..n {
-            toml += &format!("[[targets]]\nname = \"kafka-{z}-{j}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n{TANSU_FETCH}", b.kafka[i]);
-            toml += &format!("[[targets]]\nname = \"rabbit-{z}-{j}\"\nprotocol = \"amqp\"\naz = \"{z}\"\naddresses = [\"{}\"]\n", b.amqp[i]);
+            // The n targets of one broker name it (`broker`), as a fleet's config would, and
+            // differ by a `slot` label: latency is then kept per real broker.
+            toml += &format!("[[targets]]\nname = \"kafka-{z}-{j}\"\nprotocol = \"kafka\"\naz = \"{z}\"\nbroker = \"kafka-{z}\"\naddresses = [\"{}\"]\nlabels = {{ slot = \"{j}\" }}\n{TANSU_FETCH}", b.kafka[i]);
+            toml += &format!("[[targets]]\nname = \"rabbit-{z}-{j}\"\nprotocol = \"amqp\"\naz = \"{z}\"\nbroker = \"rabbit-{z}\"\naddresses = [\"{}\"]\nlabels = {{ slot = \"{j}\" }}\n", b.amqp[i]);
         }
     }
     for t in ["acme", "globex"] {
