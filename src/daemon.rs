@@ -124,8 +124,12 @@ impl Daemon {
                 return Err(e.into());
             }
         };
-        let registry = crate::metrics::registry(config.daemon.vantage.as_deref())?;
-        let metrics = Arc::new(Metrics::new(registry, &config.matrix, pool.longest_timeout())?);
+        let metrics = Arc::new(Metrics::new(
+            config.daemon.vantage.as_deref(),
+            &config.daemon.latency_by,
+            &config.matrix,
+            pool.longest_timeout(),
+        )?);
         let correlator = Correlator::new(&config.matrix, &config.correlator)?;
         let (reload, reload_requests) = ReloadHandle::channel();
         let published = Arc::new(Published::default());

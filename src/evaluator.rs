@@ -347,7 +347,8 @@ mod tests {
                 .unwrap();
         let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
         let metrics =
-            Metrics::new(prometheus::Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap();
+            Metrics::new(None, &config.daemon.latency_by, &config.matrix, Duration::from_millis(500))
+                .unwrap();
         let correlator = Correlator::new(&config.matrix, &config.correlator).unwrap();
         Evaluator::new(config, correlator, Arc::new(metrics), Arc::default(), None)
     }

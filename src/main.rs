@@ -125,13 +125,23 @@ enum Command {
     },
 }
 
-/// `--shard I/N`, shared by `check`, `once` and `run`.
-#[derive(Clone, Copy, clap::Args)]
+/// `--shard I/N [--shard-by DIM]`, shared by `check`, `once` and `run`.
+#[derive(Clone, clap::Args)]
 struct ShardArg {
     /// Probe only shard I of N (0 <= I < N): the cells whose key is I modulo N, so N replicas
     /// with the same config probe every cell exactly once.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
+    /// Keep each value of this dimension (e.g. tenant) whole on one shard: the key is the
+    /// value's hash, not the cell's, so each replica's correlator sees whole scopes.
+    #[arg(long, value_name = "DIM", requires = "shard")]
+    shard_by: Option<String>,
+}
+
+impl ShardArg {
+    fn shard(&self) -> Option<Shard> {
+        self.shard.clone().map(|s| s.by(self.shard_by.clone()))
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -154,7 +164,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config: path, skip_secrets, shard } => {
             let secrets = if skip_secrets { Secrets::Skip } else { Secrets::Read };
-            match source(&path, shard).load_with(secrets) {
+            match source(&path, &shard).load_with(secrets) {
                 Ok(config) => {
                     for w in &config.warnings {
                         eprintln!("warning: {}", w.render(&path));
@@ -169,13 +179,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Once { config: path, shard } => {
-            let config = match load_shard(&path, shard) {
+            let config = match load_shard(&path, &shard) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             init_logging(config.daemon.log_format);
             log_warnings(&path, &config);
-            log_shard(shard, &config);
+            log_shard(&shard, &config);
             match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once(&config))?)) {
                 Ok(results) => {
                     print!("{}", crossprobe::tables::once_table(&config, &results));
@@ -198,13 +208,13 @@ fn main() -> ExitCode {
             shard,
             watch_config,
         } => {
-            let config = match load_shard(&path, shard) {
+            let config = match load_shard(&path, &shard) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
             init_logging(config.daemon.log_format);
             log_warnings(&path, &config);
-            log_shard(shard, &config);
+            log_shard(&shard, &config);
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(e),
@@ -214,7 +224,7 @@ fn main() -> ExitCode {
             let options = RunOptions {
                 record,
                 retention,
-                source: Some(source(&path, shard)),
+                source: Some(source(&path, &shard)),
                 watch: watch_config,
                 sighup: true,
             };
@@ -362,15 +372,15 @@ fn load(path: &std::path::Path) -> Result<ValidatedConfig, ExitCode> {
 
 /// Loads a configuration and keeps only `shard.shard`'s cells; a shard without cells is a usage
 /// error, like a bad configuration.
-fn load_shard(path: &std::path::Path, shard: ShardArg) -> Result<ValidatedConfig, ExitCode> {
+fn load_shard(path: &std::path::Path, shard: &ShardArg) -> Result<ValidatedConfig, ExitCode> {
     source(path, shard).load().map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EXIT_USAGE)
     })
 }
 
-fn source(path: &std::path::Path, shard: ShardArg) -> ConfigSource {
-    ConfigSource { path: path.to_owned(), shard: shard.shard }
+fn source(path: &std::path::Path, shard: &ShardArg) -> ConfigSource {
+    ConfigSource { path: path.to_owned(), shard: shard.shard() }
 }
 
 fn log_warnings(path: &std::path::Path, config: &ValidatedConfig) {
@@ -379,8 +389,8 @@ fn log_warnings(path: &std::path::Path, config: &ValidatedConfig) {
     }
 }
 
-fn log_shard(shard: ShardArg, config: &ValidatedConfig) {
-    if let Some(shard) = shard.shard {
+fn log_shard(shard: &ShardArg, config: &ValidatedConfig) {
+    if let Some(shard) = shard.shard() {
         tracing::info!(shard = %shard, cells = config.matrix.len(), "probing one shard of the matrix");
     }
 }

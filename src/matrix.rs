@@ -29,7 +29,7 @@ impl CellId {
 
     /// 64-bit FNV-1a of the id: compact, stable across processes, carried in probe payloads.
     pub fn key(&self) -> u64 {
-        self.0.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        fnv1a(&self.0)
     }
 }
 
@@ -37,6 +37,11 @@ impl fmt::Display for CellId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// 64-bit FNV-1a: stable across processes and versions, so every replica computes the same.
+pub fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// One point of the matrix.

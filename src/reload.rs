@@ -73,6 +73,7 @@ impl ReloadPlan {
             ("[daemon] listen", old.listen != new.listen),
             ("[daemon] instance", old.instance != new.instance),
             ("[daemon] vantage", old.vantage != new.vantage),
+            ("[daemon] latency_by", old.latency_by != new.latency_by),
             ("[daemon] log_format", old.log_format != new.log_format),
             ("[daemon.web]", old.web != new.web),
             ("the set of matrix dimensions", running.matrix.dimensions() != next.matrix.dimensions()),

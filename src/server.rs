@@ -65,9 +65,42 @@ pub async fn serve(
     web.serve(listener, router(shared), stop).await
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let body = s.metrics.render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    let content_type = (header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    if accepts_gzip(&headers) {
+        let gzipped = gzip(body.as_bytes());
+        ([content_type, (header::CONTENT_ENCODING, "gzip"), (header::VARY, "Accept-Encoding")], gzipped)
+            .into_response()
+    } else {
+        ([content_type, (header::VARY, "Accept-Encoding")], body).into_response()
+    }
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused =
+                parts.any(|p| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f64>().ok()) == Some(0.0));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// `bytes` gzipped at the fastest level: a scrape is on the clock, and level 1 already shrinks
+/// the repetitive text format about tenfold.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 8), flate2::Compression::fast());
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
 }
 
 async fn verdict(State(s): State<Arc<Shared>>) -> Response {
@@ -123,5 +156,46 @@ async fn reload(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     match s.reload.reload().await {
         Ok(applied) => (StatusCode::OK, format!("reloaded: {applied}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::ACCEPT_ENCODING, header::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_is_used_when_asked_for_and_not_refused() {
+        for (values, expected) in [
+            (&[][..], false),
+            (&["gzip"][..], true),
+            (&["deflate, GZIP;q=0.5"][..], true),
+            (&["identity", "gzip"][..], true),
+            (&["*"][..], true),
+            (&["gzip;q=0"][..], false),
+            (&["gzip; q=0.0"][..], false),
+            (&["br, deflate"][..], false),
+            (&["gzipped"][..], false),
+        ] {
+            assert_eq!(accepts_gzip(&headers(values)), expected, "Accept-Encoding: {values:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_decodes_to_the_same_text() {
+        use std::io::Read;
+        let text = "crossprobe_probes_total{az=\"a\",outcome=\"ok\"} 1\n".repeat(1000);
+        let packed = gzip(text.as_bytes());
+        assert!(packed.len() * 10 < text.len(), "{} bytes from {}", packed.len(), text.len());
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&packed[..]).read_to_string(&mut back).unwrap();
+        assert_eq!(back, text);
     }
 }

@@ -1,5 +1,9 @@
 //! Splitting one large matrix across N replicas: `--shard I/N` keeps the cells whose stable key
-//! (64-bit FNV-1a of `target/tenant`, [`crate::matrix::CellId::key`]) is `I` modulo `N`.
+//! (64-bit FNV-1a of `target/tenant`, [`crate::matrix::CellId::key`]) is `I` modulo `N`. With
+//! `--shard-by DIM`, the key is the FNV-1a of the cell's value of dimension DIM instead, so all
+//! cells of one value (one tenant, one zone) are on one replica, whose correlator then sees
+//! that scope whole and can name it; the fleet verdict over shards is Prometheus's
+//! (`deploy/prometheus/crossprobe-shard-rules.yml`).
 //!
 //! Every replica computes the same split from the same configuration without talking to the
 //! others, so each cell is probed by exactly one replica. A cell's shard depends only on its id
@@ -10,13 +14,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::matrix::Cell;
+use crate::matrix::{fnv1a, Cell, Matrix};
 
-/// One replica's part of the matrix: shard `index` of `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One replica's part of the matrix: shard `index` of `count`, split by cell or by the values of
+/// one dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {
     index: u64,
     count: u64,
+    by: Option<String>,
 }
 
 /// Why `--shard` was refused.
@@ -30,6 +36,8 @@ pub enum ShardError {
     IndexOutOfRange { index: u64, count: u64 },
     #[error("shard {shard} has none of the matrix's {cells} cells; use fewer shards")]
     Empty { shard: Shard, cells: usize },
+    #[error("--shard-by {by}: not a dimension of the matrix ({})", dimensions.join(", "))]
+    UnknownDimension { by: String, dimensions: Vec<String> },
 }
 
 impl Shard {
@@ -41,11 +49,16 @@ impl Shard {
         if index >= count {
             return Err(ShardError::IndexOutOfRange { index, count });
         }
-        Ok(Shard { index, count })
+        Ok(Shard { index, count, by: None })
+    }
+
+    /// The same shard, keeping each value of dimension `by` on one replica.
+    pub fn by(self, by: Option<String>) -> Shard {
+        Shard { by, ..self }
     }
 
     /// The whole matrix: what a daemon without `--shard` probes.
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
+    pub const ALL: Shard = Shard { index: 0, count: 1, by: None };
 
     /// I: which part of the matrix this replica probes, from 0.
     pub fn index(&self) -> u64 {
@@ -57,15 +70,37 @@ impl Shard {
         self.count
     }
 
-    /// Whether this shard probes `cell`.
-    pub fn owns(&self, cell: &Cell) -> bool {
-        cell.key % self.count == self.index
+    /// The dimension whose values are kept whole (`--shard-by`), if any.
+    pub fn dimension(&self) -> Option<&str> {
+        self.by.as_deref()
+    }
+
+    /// This shard's cells of `matrix`, in matrix order. A shard without cells is refused: a
+    /// replica that probes nothing is a mistake in N, not a deployment.
+    pub fn part(&self, matrix: &Matrix) -> Result<Matrix, ShardError> {
+        let by = match &self.by {
+            None => None,
+            Some(d) => Some(matrix.dimension_index(d).ok_or_else(|| ShardError::UnknownDimension {
+                by: d.clone(),
+                dimensions: matrix.dimensions().to_vec(),
+            })?),
+        };
+        let key = |c: &Cell| by.map_or(c.key, |i| fnv1a(&c.labels[i]));
+        let part = matrix.filtered(|c| key(c) % self.count == self.index);
+        if part.is_empty() {
+            return Err(ShardError::Empty { shard: self.clone(), cells: matrix.len() });
+        }
+        Ok(part)
     }
 }
 
 impl fmt::Display for Shard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
+        write!(f, "{}/{}", self.index, self.count)?;
+        match &self.by {
+            Some(by) => write!(f, " by {by}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -130,7 +165,7 @@ mod tests {
     #[test]
     fn one_shard_is_the_whole_matrix() {
         let config = production();
-        let all = config.clone().shard(Shard::ALL).unwrap();
+        let all = config.clone().shard(&Shard::ALL).unwrap();
         assert_eq!(all.matrix, config.matrix);
     }
 
@@ -140,10 +175,16 @@ mod tests {
         let count = 4 * config.matrix.len() as u64;
         let empty = (0..count)
             .map(|i| Shard::new(i, count).unwrap())
-            .find(|s| !config.matrix.cells().iter().any(|c| s.owns(c)))
+            .find(|s| !config.matrix.cells().iter().any(|c| c.key % count == s.index()))
             .expect("more shards than cells leaves some empty");
-        let err = config.clone().shard(empty).unwrap_err();
+        let err = config.clone().shard(&empty).unwrap_err();
         assert_eq!(err, ShardError::Empty { shard: empty, cells: config.matrix.len() });
+        let unknown = Shard::new(0, 2).unwrap().by(Some("zone".into()));
+        let err = config.clone().shard(&unknown).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--shard-by zone: not a dimension of the matrix (az, tenant, protocol, broker, network)"
+        );
     }
 
     /// Which shards (as indices) hold each cell id, for `count` shards of `matrix`.
@@ -151,7 +192,7 @@ mod tests {
         let mut owners: BTreeMap<String, Vec<u64>> =
             config.matrix.cells().iter().map(|c| (c.id.to_string(), vec![])).collect();
         for i in 0..count {
-            let Ok(part) = config.clone().shard(Shard::new(i, count).unwrap()) else { continue };
+            let Ok(part) = config.clone().shard(&Shard::new(i, count).unwrap()) else { continue };
             assert_eq!(part.matrix.dimensions(), config.matrix.dimensions());
             for cell in part.matrix.cells() {
                 owners.get_mut(cell.id.as_str()).expect("a shard holds only cells of the matrix").push(i);
@@ -183,13 +224,42 @@ mod tests {
             let matrix = Matrix::from_labels(vec!["broker".into(), "tenant".into()], labels);
             let mut seen = 0;
             for i in 0..count {
-                let shard = Shard::new(i, count).unwrap();
-                let part = matrix.filtered(|c| shard.owns(c));
+                let part = Shard::new(i, count).unwrap().part(&matrix).map(|m| m.cells().to_vec()).unwrap_or_default();
                 let expected: Vec<_> = matrix.cells().iter().filter(|c| c.key % count == i).cloned().collect();
-                prop_assert_eq!(part.cells(), &expected[..]);
+                prop_assert_eq!(&part, &expected);
                 seen += part.len();
             }
             prop_assert_eq!(seen, matrix.len());
+        }
+
+        /// `--shard-by DIM`: every value of DIM is on exactly one replica, with all its cells,
+        /// and the replicas together probe every cell once.
+        #[test]
+        fn shard_by_keeps_each_value_of_the_dimension_on_one_replica(
+            cells in proptest::collection::btree_set(("[a-c]", "[a-z]{1,6}", "k|r"), 1..80),
+            count in 1u64..8,
+            dimension in 0usize..3,
+        ) {
+            let dims = ["az", "tenant", "broker"].map(String::from).to_vec();
+            let labels = cells.iter().map(|(a, t, b)| vec![a.clone(), t.clone(), format!("{b}-{a}")]).collect();
+            let matrix = Matrix::from_labels(dims.clone(), labels);
+            let mut replicas: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            let mut seen = 0;
+            for i in 0..count {
+                let shard = Shard::new(i, count).unwrap().by(Some(dims[dimension].clone()));
+                let Ok(part) = shard.part(&matrix) else { continue };
+                seen += part.len();
+                for c in part.cells() {
+                    let on = replicas.entry(c.labels[dimension].clone()).or_default();
+                    if !on.contains(&i) {
+                        on.push(i);
+                    }
+                }
+            }
+            prop_assert_eq!(seen, matrix.len());
+            for (value, on) in replicas {
+                prop_assert_eq!(on.len(), 1, "{}={} is on replicas {:?} of {}", dims[dimension], value, on, count);
+            }
         }
     }
 }

@@ -7,8 +7,12 @@ use crossprobe_probes::tracker::ProbeResult;
 
 use crate::config::ValidatedConfig;
 
+/// Values of one dimension the summary line names; beyond, it counts them and names those
+/// with the most cells, so a matrix of thousands of tenants still sums up in one line.
+const SUMMARY_VALUES: usize = 5;
+
 /// One row per cell (id, labels, target, interval, timeout), then a summary line with the
-/// number of cells per dimension value.
+/// number of cells per dimension value (the [`SUMMARY_VALUES`] largest, and how many values).
 pub fn matrix_table(config: &ValidatedConfig) -> String {
     let m = &config.matrix;
     let header = cell_header(config, &["target", "interval", "timeout"]);
@@ -30,8 +34,15 @@ pub fn matrix_table(config: &ValidatedConfig) -> String {
         .iter()
         .enumerate()
         .map(|(d, name)| {
-            let counts: Vec<String> = m.values_of(d).iter().map(|(v, n)| format!("{v}={n}")).collect();
-            format!("{name}: {}", counts.join(" "))
+            let mut values: Vec<(&str, usize)> = m.values_of(d).into_iter().collect();
+            let count = values.len();
+            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            let shown: Vec<String> =
+                values.iter().take(SUMMARY_VALUES).map(|(v, n)| format!("{v}={n}")).collect();
+            match count.saturating_sub(SUMMARY_VALUES) {
+                0 => format!("{name}: {}", shown.join(" ")),
+                more => format!("{name}: {count} values, most cells {} and {more} more", shown.join(" ")),
+            }
         })
         .collect();
     let _ = writeln!(

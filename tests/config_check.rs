@@ -175,6 +175,74 @@ fn check_with_a_shard_prints_only_its_cells() {
 }
 
 #[test]
+fn the_summary_names_the_largest_values_of_a_large_dimension_not_every_value() {
+    // 2 Kafka targets x 40 tenants, the first tenant also on a third target: 81 cells.
+    let mut toml = String::new();
+    for (name, tenants) in [("k-a", ""), ("k-b", ""), ("k-c", "tenants = [\"t00\"]\n")] {
+        toml += &format!("[[targets]]\nname = \"{name}\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"127.0.0.1:9092\"]\n{tenants}");
+    }
+    for t in 0..40 {
+        toml += &format!("[[tenants]]\nname = \"t{t:02}\"\nkafka = {{ topic = \"probe-t{t:02}\" }}\n");
+    }
+    let path = std::env::temp_dir().join(format!("scale-summary-{}.toml", std::process::id()));
+    std::fs::write(&path, toml).unwrap();
+    let out = crossprobe(&["check", "--config", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains("; tenant: 40 values, most cells t00=3 t01=2 t02=2 t03=2 t04=2 and 35 more;"),
+        "unexpected summary line: {summary}"
+    );
+    assert!(!summary.contains("t39"), "every tenant listed: {summary}");
+    assert!(summary.contains("; broker: k-a=40 k-b=40 k-c=1"), "few values are all listed: {summary}");
+}
+
+#[test]
+fn check_with_shard_by_tenant_keeps_each_tenant_on_one_shard() {
+    let config = "config/examples/production.toml";
+    let out = crossprobe(&["check", "--skip-secrets", "--config", config]);
+    let mut all = cell_rows(&String::from_utf8_lossy(&out.stdout));
+    let mut union = Vec::new();
+    let mut shard_of: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let out = crossprobe(&[
+            "check",
+            "--skip-secrets",
+            "--config",
+            config,
+            "--shard",
+            &shard,
+            "--shard-by",
+            "tenant",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.code() == Some(64) && String::from_utf8_lossy(&out.stderr).contains("has none of") {
+            continue; // fewer tenants than shards may leave one empty
+        }
+        assert!(out.status.success(), "check --shard {shard}: {}", String::from_utf8_lossy(&out.stderr));
+        for id in cell_rows(&stdout) {
+            let tenant = id.split_once('/').unwrap().1.to_owned();
+            assert_eq!(fnv1a(&tenant) % 3, i, "shard {shard} printed {id}, whose tenant belongs to another");
+            let on = shard_of.entry(tenant).or_default();
+            if !on.contains(&i) {
+                on.push(i);
+            }
+            union.push(id);
+        }
+    }
+    assert!(shard_of.len() >= 2, "the production example should have several tenants: {shard_of:?}");
+    for (tenant, on) in &shard_of {
+        assert_eq!(on.len(), 1, "tenant {tenant} is on shards {on:?}: it must be whole on one");
+    }
+    all.sort();
+    union.sort();
+    assert_eq!(union, all, "the three shards together must be the whole matrix, each cell once");
+}
+
+#[test]
 fn bad_shards_exit_64_with_a_clear_message() {
     let cases = [
         (vec!["check", "--shard", "3/3"], "shard index 3 is out of range: with 3 shards it must be 0 to 2"),
@@ -182,6 +250,11 @@ fn bad_shards_exit_64_with_a_clear_message() {
         (vec!["check", "--shard", "one/3"], "\"one/3\" is not I/N"),
         (vec!["once", "--shard", "1-3"], "\"1-3\" is not I/N"),
         (vec!["run", "--shard", "5/2"], "shard index 5 is out of range"),
+        (vec!["check", "--shard-by", "tenant"], "--shard"),
+        (
+            vec!["check", "--shard", "0/2", "--shard-by", "zone"],
+            "--shard-by zone: not a dimension of the matrix",
+        ),
     ];
     for (args, expected) in cases {
         let mut args = args;
@@ -344,7 +417,7 @@ fn check_names_every_missing_password_and_never_a_value() {
     assert_eq!(
         stderr,
         "config/examples/local.toml: 1 problem found\n\
-         config/examples/local.toml:55:67: tenants[0] \"acme\".amqp.password_env: environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set or not unicode\n"
+         config/examples/local.toml:59:67: tenants[0] \"acme\".amqp.password_env: environment variable CROSSPROBE_ACME_AMQP_PASSWORD is not set or not unicode\n"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t"));
     // The production example names eight password files; none exists here.

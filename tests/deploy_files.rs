@@ -103,6 +103,25 @@ fn recording_rules() -> BTreeSet<String> {
     out
 }
 
+/// Every rule file is loaded by the shipped Prometheus configuration and unit-tested by a
+/// promtool test file beside it (run by `deploy/local/crossprobe-local test`), which loads it.
+#[test]
+fn every_rule_file_is_loaded_and_has_its_promtool_tests() {
+    let prometheus = read(&root().join("deploy/prometheus/prometheus.yml"));
+    let rule_files = files(&root().join("deploy/prometheus"), &["-rules.yml"]);
+    assert!(rule_files.len() >= 3, "expected the rules, vantage and shard rule files: {rule_files:?}");
+    for path in rule_files {
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(prometheus.contains(&format!("- {name}")), "prometheus.yml does not load {name}");
+        let test = path.with_file_name(name.replace(".yml", ".test.yml"));
+        let docs = yaml_docs(&test).unwrap_or_else(|e| panic!("{name} has no promtool test file: {e}"));
+        let loaded: Vec<&str> =
+            docs[0]["rule_files"].as_vec().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        assert_eq!(loaded, [name.as_str()], "{} should test {name}", test.display());
+        assert!(!docs[0]["tests"].as_vec().is_none_or(|t| t.is_empty()), "{} has no tests", test.display());
+    }
+}
+
 /// The crossprobe series an expression names: `crossprobe_...` metrics with histogram suffixes
 /// stripped, and `crossprobe:...` recording rules. Label values (`job="crossprobe"`) are not
 /// names: a name continues with `_` or `:` right after `crossprobe`.

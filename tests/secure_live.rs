@@ -47,7 +47,7 @@ fn kafka_target(s: &Secure, name: &str, sasl: Option<&str>, ca: &Path, tenants: 
         }
     };
     format!(
-        "[[targets]]\nname = \"{name}\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"{address}\"]\ntenants = {tenants:?}\nkafka = {{ {security}, ca_file = \"{}\" }}\n",
+        "[[targets]]\nname = \"{name}\"\nprotocol = \"kafka\"\naz = \"a\"\naddresses = [\"{address}\"]\ntenants = {tenants:?}\nkafka = {{ {security}, ca_file = \"{}\", fetch_wait = \"5ms\" }}\n",
         ca.display()
     )
 }

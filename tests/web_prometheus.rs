@@ -42,7 +42,9 @@ async fn prometheus_scrapes_over_https_with_basic_auth_and_a_wrong_password_is_d
         server.web_tls(),
         bcrypt_hash("scrape-me")
     );
-    let d = Daemon::start(parse(&web_config(&pki, &web)), RunOptions::default()).await.unwrap();
+    let config = parse(&web_config(&pki, &web));
+    let cells = config.matrix.len();
+    let d = Daemon::start(config, RunOptions::default()).await.unwrap();
     let prom = start_prometheus(d.addr(), &ca.path, "scrape-me");
 
     let wrong =
@@ -54,6 +56,12 @@ async fn prometheus_scrapes_over_https_with_basic_auth_and_a_wrong_password_is_d
         })
         .await;
     assert_eq!(wrong, "0", "a wrong password must leave the target down");
+    // Prometheus asks for gzip: the daemon's compressed exposition must read as every cell.
+    let stored = eventually("every cell's state stored", Duration::from_secs(30), || {
+        prom.value("count(crossprobe_cell_state{job=\"crossprobe-web\"})")
+    })
+    .await;
+    assert_eq!(stored, cells.to_string(), "one crossprobe_cell_state per cell");
     let (_, body) = http_get(prom.addr, "/api/v1/targets").unwrap();
     assert!(body.contains("401 Unauthorized"), "the wrong job should fail on 401, targets: {body}");
     drop(prom);

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench e2e -- [overhead] [detection] [recovery] [scale] [--seconds S] [--trials N] [--cells 12,120,600]
+//!     [--interval 1s] [--measure 30s]
 //! ```
 //!
 //! With no part named, all four run. Needs root (the zones' faults) and takes about 20
@@ -27,10 +28,21 @@ pub struct Options {
     pub seconds: u64,
     pub trials: usize,
     pub cells: Vec<usize>,
+    /// Probe interval of the scale part: 1 s, or longer to run many cells per broker.
+    pub interval: Duration,
+    /// How long the scale part measures, after its warm-up.
+    pub measure: Duration,
 }
 
 fn options() -> Options {
-    let mut o = Options { parts: Vec::new(), seconds: 60, trials: 20, cells: vec![12, 120, 600, 1200] };
+    let mut o = Options {
+        parts: Vec::new(),
+        seconds: 60,
+        trials: 20,
+        cells: vec![12, 120, 600, 1200],
+        interval: Duration::from_secs(1),
+        measure: Duration::from_secs(30),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().unwrap_or_else(|| panic!("{name} needs a value"));
@@ -39,6 +51,12 @@ fn options() -> Options {
             "--trials" => o.trials = value("--trials").parse().expect("--trials: a number"),
             "--cells" => {
                 o.cells = value("--cells").split(',').map(|c| c.parse().expect("--cells: numbers")).collect()
+            }
+            "--interval" => {
+                o.interval = humantime::parse_duration(&value("--interval")).expect("--interval: 30s")
+            }
+            "--measure" => {
+                o.measure = humantime::parse_duration(&value("--measure")).expect("--measure: 10m")
             }
             "--bench" => {}
             part @ ("overhead" | "detection" | "recovery" | "scale") => o.parts.push(part.to_owned()),

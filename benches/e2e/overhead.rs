@@ -29,6 +29,7 @@ name = "kafka-a"
 protocol = "kafka"
 az = "a"
 addresses = ["{kafka}"]
+kafka = {{ fetch_wait = "5ms" }}
 [[targets]]
 name = "rabbit-a"
 protocol = "amqp"

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use crate::outcome::{ErrorKind, Outcome};
 use crate::payload::{DecodeError, Header};
 
-/// How many recent sequence numbers are remembered to tell duplicates apart.
+/// How many recent sequence numbers are remembered to tell duplicates apart: the last 1,024
+/// probes started, one bit each (128 bytes a cell; a `u64` per slot took 8 KiB, the largest
+/// per-cell cost at 10,000 cells).
 const SEEN_WINDOW: usize = 1024;
 
 /// The end of one probe.
@@ -69,7 +71,15 @@ pub struct Tracker {
     next_seq: u64,
     in_flight: VecDeque<InFlight>,
     highest_received: Option<u64>,
-    seen: Vec<u64>,
+    /// Bit `seq % SEEN_WINDOW`: probe `seq` was received. Cleared when the slot's next probe
+    /// starts, so a bit always speaks of one of the last [`SEEN_WINDOW`] probes started.
+    seen: [u64; SEEN_WINDOW / 64],
+}
+
+/// Word and mask of `seq`'s bit in [`Tracker::seen`].
+fn seen_bit(seq: u64) -> (usize, u64) {
+    let slot = (seq % SEEN_WINDOW as u64) as usize;
+    (slot / 64, 1 << (slot % 64))
 }
 
 impl Tracker {
@@ -83,7 +93,7 @@ impl Tracker {
             next_seq: 1,
             in_flight: VecDeque::new(),
             highest_received: None,
-            seen: vec![0; SEEN_WINDOW],
+            seen: [0; SEEN_WINDOW / 64],
         }
     }
 
@@ -98,6 +108,8 @@ impl Tracker {
     pub fn start(&mut self, now: Instant) -> Header {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let (word, bit) = seen_bit(seq);
+        self.seen[word] &= !bit;
         self.in_flight.push_back(InFlight { seq, started: now, acked: None, received: None });
         let sent_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         Header { instance: self.instance, cell: self.cell, seq, sent_ns }
@@ -139,11 +151,14 @@ impl Tracker {
         if header.cell != self.cell {
             return vec![Event::OtherCell];
         }
-        let slot = (header.seq as usize) % SEEN_WINDOW;
-        if self.seen[slot] == header.seq {
-            return vec![Event::Duplicate { seq: header.seq }];
+        // Older than the window: its bit is a later probe's, so it cannot be told a duplicate.
+        if header.seq + SEEN_WINDOW as u64 >= self.next_seq {
+            let (word, bit) = seen_bit(header.seq);
+            if self.seen[word] & bit != 0 {
+                return vec![Event::Duplicate { seq: header.seq }];
+            }
+            self.seen[word] |= bit;
         }
-        self.seen[slot] = header.seq;
         let mut events = Vec::with_capacity(2);
         match self.highest_received {
             Some(h) if header.seq < h => events.push(Event::Reorder { seq: header.seq }),

@@ -69,15 +69,10 @@ impl ValidatedConfig {
             .map_err(|problems| ConfigError::Invalid { file: path.to_owned(), problems })
     }
 
-    /// Keeps only the cells of `shard` (`--shard I/N`), after validation, so every replica
-    /// validates the whole file the same way. A shard without cells is refused: a replica that
-    /// probes nothing is a mistake in N, not a deployment.
-    pub fn shard(mut self, shard: Shard) -> Result<Self, ShardError> {
-        let cells = self.matrix.len();
-        self.matrix = self.matrix.filtered(|c| shard.owns(c));
-        if self.matrix.is_empty() {
-            return Err(ShardError::Empty { shard, cells });
-        }
+    /// Keeps only the cells of `shard` (`--shard I/N [--shard-by DIM]`), after validation, so
+    /// every replica validates the whole file the same way ([`Shard::part`]).
+    pub fn shard(mut self, shard: &Shard) -> Result<Self, ShardError> {
+        self.matrix = shard.part(&self.matrix)?;
         Ok(self)
     }
 }
@@ -122,7 +117,7 @@ impl ConfigSource {
 
     fn parse_with(&self, text: &str, secrets: Secrets) -> Result<ValidatedConfig, LoadError> {
         let config = ValidatedConfig::parse_with(text, &self.path, secrets)?;
-        match self.shard {
+        match &self.shard {
             None => Ok(config),
             Some(shard) => {
                 config.shard(shard).map_err(|source| LoadError::Shard { path: self.path.clone(), source })
@@ -149,6 +144,10 @@ pub struct Daemon {
     /// carries `vantage="<value>"`, so Prometheus can compare what daemons in different zones
     /// see (`deploy/prometheus/crossprobe-vantage-rules.yml`).
     pub vantage: Option<String>,
+    /// Dimensions the latency series are kept by (`crossprobe_roundtrip_seconds` and the other
+    /// latency families): one group per distinct combination of their values. Every dimension
+    /// listed makes one group per cell.
+    pub latency_by: Vec<String>,
     /// `[daemon.web]`: TLS and basic authentication of the HTTP server.
     pub web: WebSettings,
 }

@@ -37,6 +37,7 @@ pub struct RawDaemon {
     pub instance: Option<Str>,
     pub log_format: Option<Str>,
     pub vantage: Option<Str>,
+    pub latency_by: Option<Spanned<Vec<Str>>>,
     pub web: Option<RawWeb>,
 }
 

@@ -15,7 +15,7 @@ use super::*;
 pub(super) fn validate(source: &str, secrets: Secrets) -> Result<ValidatedConfig, Vec<Problem>> {
     let raw: RawConfig = super::parse::parse(source)?;
     let mut p = Problems::new(source);
-    let daemon = daemon(&mut p, &raw.daemon);
+    let mut daemon = daemon(&mut p, &raw.daemon);
     let defaults = probe_defaults(&mut p, &raw.probe);
     let tenants = tenants(&mut p, &raw.tenants);
     let targets = super::targets::targets(&mut p, &raw.targets, defaults);
@@ -24,6 +24,7 @@ pub(super) fn validate(source: &str, secrets: Secrets) -> Result<ValidatedConfig
     let mut warnings = Vec::new();
     if let Some(matrix) = &matrix {
         correlator.quorum = quorum(&mut p, &raw.correlator, matrix, &mut warnings);
+        daemon.latency_by = latency_by(&mut p, &raw.daemon, matrix);
         // The environment is read only for a file without mistakes: its problems are about
         // this machine, not about the file.
         if p.is_empty() && secrets == Secrets::Read {
@@ -123,7 +124,37 @@ fn daemon(p: &mut Problems, raw: &RawDaemon) -> Daemon {
         s.get_ref().clone()
     });
     let web = super::web::web(p, raw.web.as_ref());
-    Daemon { listen, instance, log_format, vantage, web }
+    Daemon { listen, instance, log_format, vantage, latency_by: Vec::new(), web }
+}
+
+/// Dimensions latency series are kept by unless `[daemon] latency_by` says otherwise: the ones
+/// a latency problem is localised by (a zone's network, a protocol, one broker), and few enough
+/// values that they cost tens of series, not one per cell.
+const DEFAULT_LATENCY_BY: [&str; 3] = ["az", "protocol", "broker"];
+
+/// `[daemon] latency_by`: dimensions of the matrix, each once; by default those of
+/// [`DEFAULT_LATENCY_BY`] the matrix has.
+fn latency_by(p: &mut Problems, raw: &RawDaemon, matrix: &Matrix) -> Vec<String> {
+    let Some(list) = &raw.latency_by else {
+        return (DEFAULT_LATENCY_BY.iter())
+            .filter(|d| matrix.dimension_index(d).is_some())
+            .map(|d| d.to_string())
+            .collect();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (i, d) in list.get_ref().iter().enumerate() {
+        let name = d.get_ref();
+        let problem = if matrix.dimension_index(name).is_none() {
+            format!("{} is not a dimension of the matrix ({})", quoted(name), matrix.dimensions().join(", "))
+        } else if out.contains(name) {
+            format!("{} is listed twice", quoted(name))
+        } else {
+            out.push(name.clone());
+            continue;
+        };
+        p.add(format!("daemon.latency_by[{i}]"), Some(d.span()), problem);
+    }
+    out
 }
 
 /// The host name, so replicas on different hosts differ without configuration.

@@ -14,7 +14,7 @@ use crate::config::CorrelatorSettings;
 pub const MAX_WINDOW: u32 = 64;
 
 /// What the cell layer concludes about one cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellState {
     /// No outcome recorded yet.

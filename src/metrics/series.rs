@@ -1,86 +1,309 @@
-//! The per-cell series: their families, and the handles of one cell's series, created at
-//! start-up (or when a reload adds the cell) and removed with the cell.
+//! The series of the matrix: per cell, outcome counters and state; per latency group, the
+//! latency histograms and window quantiles. They are plain atomics, written straight into the
+//! text exposition at each scrape: no copy through the `prometheus` crate's `gather`, which
+//! turns every series into a protobuf message first (0.8 to 1 s at 10,000 cells).
+//!
+//! Label sets are rendered once, when a cell or group is created: a scrape only appends them.
+//! Labels come in name order (constant labels included), then the family's own (`outcome`,
+//! `stage`, `kind`, `le`, `quantile`); the text format does not ask for any order.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crossprobe_probes::outcome::{ErrorKind, OUTCOME_NAMES};
-use prometheus::{GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
-use super::QUANTILES;
+use super::{Window, QUANTILES};
+use crate::matrix::Matrix;
 
-/// Handles of one cell's series, resolved once so recording is a few atomic adds.
+/// Per-cell counters besides the outcomes, in this order in [`CellSeries::counters`].
+const COUNTERS: [(&str, &str); 5] = [
+    ("crossprobe_duplicates_total", "Probe messages received more than once."),
+    ("crossprobe_reorders_total", "Probe messages received after a later one."),
+    (
+        "crossprobe_foreign_messages_total",
+        "Valid probe messages of other daemon instances or earlier runs, dropped.",
+    ),
+    ("crossprobe_late_messages_total", "Probe messages back after their probe was counted lost."),
+    ("crossprobe_corrupt_messages_total", "Messages in probe topics or queues that are not valid probes."),
+];
+pub(super) const DUPLICATES: usize = 0;
+pub(super) const REORDERS: usize = 1;
+pub(super) const FOREIGN: usize = 2;
+pub(super) const LATE: usize = 3;
+pub(super) const CORRUPT: usize = 4;
+
+/// Error stages; with [`ErrorKind::ALL`] they index [`CellSeries::errors`].
+pub(super) const STAGES: [&str; 2] = ["connect", "publish"];
+
+/// How the series are labelled: the matrix's dimensions, the constant labels (the vantage),
+/// and which dimensions a latency group keeps.
+pub(super) struct Layout {
+    pub dimensions: Vec<String>,
+    pub constant: Vec<(String, String)>,
+    /// Indices into `dimensions`, in dimension order.
+    pub latency_by: Vec<usize>,
+    /// Upper bounds of the latency buckets, in seconds, and their `le` text.
+    pub bounds: Vec<(f64, String)>,
+}
+
+impl Layout {
+    /// `name="value",...` in name order, values escaped; empty without labels.
+    fn render(&self, pairs: impl IntoIterator<Item = (String, String)>) -> Box<str> {
+        let mut all: Vec<(String, String)> = pairs.into_iter().chain(self.constant.iter().cloned()).collect();
+        all.sort();
+        let mut out = String::new();
+        for (i, (k, v)) in all.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(out, "{sep}{k}=\"{}\"", escape(v));
+        }
+        out.into()
+    }
+
+    fn group_key(&self, labels: &[String]) -> Vec<String> {
+        self.latency_by.iter().map(|&i| labels[i].clone()).collect()
+    }
+}
+
+/// One cell's series. About 300 bytes plus its labels.
 pub(super) struct CellSeries {
     pub labels: Vec<String>,
-    pub outcomes: Vec<IntCounter>,
-    pub roundtrip: Histogram,
-    pub publish: Histogram,
-    pub duplicates: IntCounter,
-    pub reorders: IntCounter,
-    pub foreign: IntCounter,
-    pub late: IntCounter,
-    pub corrupt: IntCounter,
-    pub state: IntGauge,
+    rendered: Box<str>,
+    /// Index of the cell's latency group in [`Table::groups`].
+    pub group: usize,
+    pub outcomes: [AtomicU64; OUTCOME_NAMES.len()],
+    pub counters: [AtomicU64; COUNTERS.len()],
+    /// Indexed by stage, then [`ErrorKind::ALL`]; a zero is not exported (created on first use).
+    errors: [AtomicU64; STAGES.len() * ErrorKind::ALL.len()],
+    pub state: AtomicI64,
 }
 
-/// The per-cell metric families, kept to create and remove cells' series on reloads.
-pub(super) struct Families {
-    pub probes: IntCounterVec,
-    pub errors: IntCounterVec,
-    pub roundtrip: HistogramVec,
-    pub publish: HistogramVec,
-    pub duplicates: IntCounterVec,
-    pub reorders: IntCounterVec,
-    pub foreign: IntCounterVec,
-    pub late: IntCounterVec,
-    pub corrupt: IntCounterVec,
-    pub quantiles: GaugeVec,
-    pub state: IntGaugeVec,
-}
-
-impl Families {
-    /// Creates (or finds) the series of one cell, with its state unknown.
-    pub fn create(&self, labels: &[String]) -> CellSeries {
-        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
-        for q in QUANTILES {
-            self.quantiles.with_label_values(&plus(&l, &q.to_string())).set(f64::NAN);
-        }
-        let s = CellSeries {
+impl CellSeries {
+    fn new(layout: &Layout, labels: &[String]) -> CellSeries {
+        CellSeries {
             labels: labels.to_vec(),
-            outcomes: OUTCOME_NAMES.iter().map(|o| self.probes.with_label_values(&plus(&l, o))).collect(),
-            roundtrip: self.roundtrip.with_label_values(&l),
-            publish: self.publish.with_label_values(&l),
-            duplicates: self.duplicates.with_label_values(&l),
-            reorders: self.reorders.with_label_values(&l),
-            foreign: self.foreign.with_label_values(&l),
-            late: self.late.with_label_values(&l),
-            corrupt: self.corrupt.with_label_values(&l),
-            state: self.state.with_label_values(&l),
-        };
-        s.state.set(-1);
-        s
+            rendered: layout.render(layout.dimensions.iter().cloned().zip(labels.iter().cloned())),
+            group: 0,
+            outcomes: Default::default(),
+            counters: Default::default(),
+            errors: Default::default(),
+            state: AtomicI64::new(-1),
+        }
     }
 
-    /// Removes every series of one cell, the error series it may have created included.
-    pub fn remove(&self, labels: &[String]) {
-        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
-        for q in QUANTILES {
-            let _ = self.quantiles.remove_label_values(&plus(&l, &q.to_string()));
+    pub fn error(&self, stage: usize, kind: ErrorKind) {
+        let k = ErrorKind::ALL.iter().position(|&k| k == kind).expect("ErrorKind::ALL is complete");
+        self.errors[stage * ErrorKind::ALL.len() + k].fetch_add(1, Relaxed);
+    }
+}
+
+/// A latency histogram of atomics: per-bucket counts (the last one is `+Inf`) and the sum in
+/// nanoseconds, so observing is two atomic adds and no float compare-and-swap.
+pub(super) struct Latency {
+    buckets: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    fn new(bounds: usize) -> Latency {
+        Latency { buckets: (0..=bounds).map(|_| AtomicU64::new(0)).collect(), sum_nanos: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, layout: &Layout, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = layout.bounds.iter().position(|(b, _)| s <= *b).unwrap_or(layout.bounds.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+}
+
+/// The latency series of one group of cells (by default one zone, protocol and broker).
+pub(super) struct GroupSeries {
+    key: Vec<String>,
+    rendered: Box<str>,
+    pub roundtrip: Latency,
+    pub publish: Latency,
+    pub window: Mutex<Window>,
+}
+
+/// Every cell's and group's series, in matrix order; replaced as a whole on a reload.
+pub(super) struct Table {
+    pub cells: Vec<CellSeries>,
+    pub groups: Vec<GroupSeries>,
+}
+
+impl Table {
+    pub fn new(layout: &Layout, matrix: &Matrix) -> Table {
+        let cells = matrix.cells().iter().map(|c| CellSeries::new(layout, &c.labels)).collect();
+        Table::grouped(layout, cells, Vec::new())
+    }
+
+    /// The table of a reloaded matrix: `previous[i]` is the index in this table of new cell `i`.
+    /// Kept cells and groups keep their counts; the others start at zero; the rest vanish.
+    pub fn reconfigure(self, layout: &Layout, matrix: &Matrix, previous: &[Option<usize>]) -> Table {
+        let mut old: Vec<Option<CellSeries>> = self.cells.into_iter().map(Some).collect();
+        let cells = matrix
+            .cells()
+            .iter()
+            .zip(previous)
+            .map(|(c, p)| {
+                p.and_then(|p| old.get_mut(p))
+                    .and_then(Option::take)
+                    .unwrap_or_else(|| CellSeries::new(layout, &c.labels))
+            })
+            .collect();
+        Table::grouped(layout, cells, self.groups)
+    }
+
+    /// Assigns each cell its group, reusing `old` groups of the same key.
+    fn grouped(layout: &Layout, mut cells: Vec<CellSeries>, old: Vec<GroupSeries>) -> Table {
+        let mut old: HashMap<Vec<String>, GroupSeries> =
+            old.into_iter().map(|g| (g.key.clone(), g)).collect();
+        let mut index: HashMap<Vec<String>, usize> = HashMap::new();
+        let mut groups = Vec::new();
+        for cell in &mut cells {
+            let key = layout.group_key(&cell.labels);
+            cell.group = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push(old.remove(&key).unwrap_or_else(|| GroupSeries {
+                    rendered: layout.render(
+                        layout.latency_by.iter().map(|&i| layout.dimensions[i].clone()).zip(key.clone()),
+                    ),
+                    key,
+                    roundtrip: Latency::new(layout.bounds.len()),
+                    publish: Latency::new(layout.bounds.len()),
+                    window: Mutex::new(Window::new()),
+                }));
+                groups.len() - 1
+            });
         }
-        for o in OUTCOME_NAMES {
-            let _ = self.probes.remove_label_values(&plus(&l, o));
-        }
-        for stage in ["connect", "publish"] {
-            for kind in ErrorKind::ALL {
-                let _ = self.errors.remove_label_values(&plus(&plus(&l, stage), kind.as_str()));
+        Table { cells, groups }
+    }
+
+    /// Appends the text exposition of every series of the table.
+    pub fn write(&self, layout: &Layout, now: Instant, out: &mut String) {
+        family(out, "crossprobe_probes_total", "Probes ended, by outcome.", "counter");
+        for c in &self.cells {
+            for (name, n) in OUTCOME_NAMES.iter().zip(&c.outcomes) {
+                sample(out, "crossprobe_probes_total", &c.rendered, &[("outcome", name)], n.load(Relaxed));
             }
         }
-        let _ = self.roundtrip.remove_label_values(&l);
-        let _ = self.publish.remove_label_values(&l);
-        for c in [&self.duplicates, &self.reorders, &self.foreign, &self.late, &self.corrupt] {
-            let _ = c.remove_label_values(&l);
+        family(
+            out,
+            "crossprobe_probe_errors_total",
+            "Failed publishes and connections, by stage and bounded error kind.",
+            "counter",
+        );
+        for c in &self.cells {
+            for (i, n) in c.errors.iter().enumerate() {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let stage = STAGES[i / ErrorKind::ALL.len()];
+                    let kind = ErrorKind::ALL[i % ErrorKind::ALL.len()].as_str();
+                    sample(
+                        out,
+                        "crossprobe_probe_errors_total",
+                        &c.rendered,
+                        &[("stage", stage), ("kind", kind)],
+                        n,
+                    );
+                }
+            }
         }
-        let _ = self.state.remove_label_values(&l);
+        for (i, (name, help)) in COUNTERS.iter().enumerate() {
+            family(out, name, help, "counter");
+            for c in &self.cells {
+                sample(out, name, &c.rendered, &[], c.counters[i].load(Relaxed));
+            }
+        }
+        family(
+            out,
+            "crossprobe_cell_state",
+            "Debounced cell health: 0 healthy, 1 failing, 2 recovering, -1 unknown.",
+            "gauge",
+        );
+        for c in &self.cells {
+            sample(out, "crossprobe_cell_state", &c.rendered, &[], c.state.load(Relaxed));
+        }
+        self.write_groups(layout, now, out);
+    }
+
+    fn write_groups(&self, layout: &Layout, now: Instant, out: &mut String) {
+        for (name, help, pick) in [
+            (
+                "crossprobe_roundtrip_seconds",
+                "Publish start to consume, of ok probes, per latency group.",
+                (|g| &g.roundtrip) as fn(&GroupSeries) -> &Latency,
+            ),
+            (
+                "crossprobe_publish_seconds",
+                "Publish start to broker acknowledgement, per latency group.",
+                |g| &g.publish,
+            ),
+        ] {
+            family(out, name, help, "histogram");
+            let bucket = format!("{name}_bucket");
+            for g in &self.groups {
+                let h = pick(g);
+                let mut total = 0;
+                for (n, le) in
+                    h.buckets.iter().zip(layout.bounds.iter().map(|(_, t)| t.as_str()).chain(["+Inf"]))
+                {
+                    total += n.load(Relaxed);
+                    sample(out, &bucket, &g.rendered, &[("le", le)], total);
+                }
+                sample(out, &format!("{name}_sum"), &g.rendered, &[], h.sum_nanos.load(Relaxed) as f64 / 1e9);
+                sample(out, &format!("{name}_count"), &g.rendered, &[], total);
+            }
+        }
+        family(
+            out,
+            "crossprobe_roundtrip_window_seconds",
+            "Exact round-trip quantiles of ok probes over the last 1 to 2 minutes, per latency group.",
+            "gauge",
+        );
+        for g in &self.groups {
+            let merged = g.window.lock().expect("window lock").merged(now);
+            for q in QUANTILES {
+                let v = if merged.is_empty() { f64::NAN } else { merged.value_at_quantile(q) as f64 / 1e6 };
+                sample(
+                    out,
+                    "crossprobe_roundtrip_window_seconds",
+                    &g.rendered,
+                    &[("quantile", &q.to_string())],
+                    v,
+                );
+            }
+        }
     }
 }
 
-pub(super) fn plus<'a>(l: &[&'a str], v: &'a str) -> Vec<&'a str> {
-    l.iter().copied().chain([v]).collect()
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, extra: &[(&str, &str)], value: impl std::fmt::Display) {
+    out.push_str(name);
+    if !labels.is_empty() || !extra.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        for (i, (k, v)) in extra.iter().enumerate() {
+            if i > 0 || !labels.is_empty() {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{v}\"");
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// A label value in the text format: backslash, double quote and line feed escaped.
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+    } else {
+        v.into()
+    }
 }

@@ -7,15 +7,23 @@ use super::*;
 use crate::config::ValidatedConfig;
 
 fn metrics() -> Metrics {
-    metrics_from(Registry::new())
+    metrics_with(None, None)
 }
 
-fn metrics_from(registry: Registry) -> Metrics {
+fn local() -> ValidatedConfig {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
             .unwrap();
-    let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
-    Metrics::new(registry, &config.matrix, Duration::from_millis(500)).unwrap()
+    ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap()
+}
+
+/// The local example's metrics, with a vantage and with latency kept by other dimensions than
+/// the configured ones.
+fn metrics_with(vantage: Option<&str>, latency_by: Option<&[&str]>) -> Metrics {
+    let config = local();
+    let by =
+        latency_by.map_or(config.daemon.latency_by.clone(), |b| b.iter().map(|d| d.to_string()).collect());
+    Metrics::new(vantage, &by, &config.matrix, Duration::from_millis(500)).unwrap()
 }
 
 fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
@@ -25,11 +33,14 @@ fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
 const CELL0: [(&str, &str); 4] =
     [("az", "a"), ("tenant", "acme"), ("protocol", "kafka"), ("broker", "kafka-a")];
 
-/// A series as the text format writes it: labels sorted by name.
+/// The latency group of [`CELL0`] by default.
+const GROUP0: [(&str, &str); 3] = [("az", "a"), ("protocol", "kafka"), ("broker", "kafka-a")];
+
+/// A series as the matrix's series are written: its labels sorted by name, then the family's.
 fn series(name: &str, labels: &[(&str, &str)], extra: &[(&str, &str)]) -> String {
-    let mut all: Vec<(&str, &str)> = labels.iter().chain(extra).copied().collect();
+    let mut all: Vec<(&str, &str)> = labels.to_vec();
     all.sort();
-    let inner: Vec<String> = all.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let inner: Vec<String> = all.iter().chain(extra).map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     format!("{name}{{{}}}", inner.join(","))
 }
 
@@ -81,12 +92,12 @@ fn reports_are_counted_by_outcome_kind_and_latency() {
         series("crossprobe_probe_errors_total", &CELL0, &[("stage", "publish"), ("kind", "blocked")]),
         series("crossprobe_duplicates_total", &CELL0, &[]),
         series("crossprobe_foreign_messages_total", &CELL0, &[]),
-        series("crossprobe_roundtrip_seconds_count", &CELL0, &[]),
+        series("crossprobe_roundtrip_seconds_count", &GROUP0, &[]),
     ] {
         assert!(text.contains(&format!("{expected} 1")), "expected {expected} 1 in:\n{text}");
     }
     let p50 =
-        line(&text, &series("crossprobe_roundtrip_window_seconds", &CELL0, &[("quantile", "0.5")])).unwrap();
+        line(&text, &series("crossprobe_roundtrip_window_seconds", &GROUP0, &[("quantile", "0.5")])).unwrap();
     let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((v - 0.007).abs() < 0.0001, "HDR p50 should be 7 ms, saw {p50}");
 }
@@ -114,7 +125,7 @@ fn samples(text: &str) -> Vec<&str> {
 
 #[test]
 fn a_vantage_labels_every_series_and_none_labels_none() {
-    let with = metrics_from(registry(Some("zone-a")).unwrap());
+    let with = metrics_with(Some("zone-a"), None);
     with.set_verdict(2, false, vec![vec!["b".into(), "*".into(), "*".into(), "*".into()]]);
     let text = with.render();
     let all = samples(&text);
@@ -126,7 +137,7 @@ fn a_vantage_labels_every_series_and_none_labels_none() {
         text.contains(&format!("{} -1", series("crossprobe_cell_state", &CELL0, &[("vantage", "zone-a")])))
     );
 
-    let without = metrics_from(registry(None).unwrap()).render();
+    let without = metrics().render();
     assert!(!without.contains("vantage"), "no vantage configured, yet one is exported:\n{without}");
     assert!(without.contains("crossprobe_verdict 0"));
 }
@@ -180,7 +191,7 @@ fn a_reload_keeps_kept_cells_series_and_removes_the_others() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
             .unwrap();
     let before = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap().matrix;
-    let m = Metrics::new(Registry::new(), &before, Duration::from_millis(500)).unwrap();
+    let m = Metrics::new(None, &local().daemon.latency_by, &before, Duration::from_millis(500)).unwrap();
     let failed = ProbeResult {
         seq: 1,
         outcome: Outcome::ConnectFailed(ErrorKind::Refused),
@@ -221,7 +232,7 @@ fn a_reload_keeps_kept_cells_series_and_removes_the_others() {
     assert!(ok_of(&last).ends_with(" 2"), "{}", ok_of(&last));
     assert!(ok_of(&CELL0).ends_with(" 1"), "{}", ok_of(&CELL0));
     let errors =
-        series("crossprobe_probe_errors_total", &CELL0, &[("kind", "refused"), ("stage", "connect")]);
+        series("crossprobe_probe_errors_total", &CELL0, &[("stage", "connect"), ("kind", "refused")]);
     assert!(line(&text, &format!("{errors} ")).is_some_and(|l| l.ends_with(" 1")), "{errors} kept");
     assert_eq!(text.lines().filter(|l| l.starts_with("crossprobe_cell_state{")).count(), 8);
     assert_eq!(text.lines().filter(|l| l.starts_with("crossprobe_probe_errors_total{")).count(), 8);
@@ -256,7 +267,8 @@ fn windowed_round_trips_group_cells_by_the_dimensions_asked_for() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml"))
             .unwrap();
     let config = ValidatedConfig::parse(&text, Path::new("local.toml")).unwrap();
-    let m = Metrics::new(Registry::new(), &config.matrix, Duration::from_millis(500)).unwrap();
+    let m =
+        Metrics::new(None, &config.daemon.latency_by, &config.matrix, Duration::from_millis(500)).unwrap();
     let mut fed = 0;
     for (i, cell) in config.matrix.cells().iter().enumerate() {
         if cell.labels[0] == "a" && cell.labels[2] == "kafka" {
@@ -312,7 +324,85 @@ fn round_trips_beyond_a_second_are_kept_in_the_window() {
     }
     let text = m.render();
     let p50 =
-        line(&text, &series("crossprobe_roundtrip_window_seconds", &CELL0, &[("quantile", "0.5")])).unwrap();
+        line(&text, &series("crossprobe_roundtrip_window_seconds", &GROUP0, &[("quantile", "0.5")])).unwrap();
     let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((v - 2.5).abs() < 0.025, "HDR p50 should be 2.5 s within 1 %, saw {p50}");
+}
+
+/// Samples of `family` (its name followed by `{` or a space).
+fn count(text: &str, family: &str) -> usize {
+    text.lines().filter(|l| l.strip_prefix(family).is_some_and(|r| r.starts_with(['{', ' ']))).count()
+}
+
+#[test]
+fn a_cell_costs_twelve_series_and_latency_is_kept_per_zone_protocol_and_broker() {
+    let m = metrics();
+    let text = m.render();
+    let cells = 12;
+    let per_cell = [
+        "crossprobe_probes_total",
+        "crossprobe_duplicates_total",
+        "crossprobe_reorders_total",
+        "crossprobe_foreign_messages_total",
+        "crossprobe_late_messages_total",
+        "crossprobe_corrupt_messages_total",
+        "crossprobe_cell_state",
+    ];
+    let cell_series: usize = per_cell.iter().map(|f| count(&text, f)).sum();
+    assert_eq!(cell_series, cells * 12, "12 series a cell:\n{text}");
+    // The local example has one broker per zone and protocol: 6 latency groups.
+    assert_eq!(count(&text, "crossprobe_roundtrip_seconds_count"), 6, "{text}");
+    assert_eq!(count(&text, "crossprobe_publish_seconds_count"), 6, "{text}");
+    assert_eq!(count(&text, "crossprobe_roundtrip_window_seconds"), 6 * QUANTILES.len(), "{text}");
+    let group = series("crossprobe_roundtrip_seconds_count", &GROUP0, &[]);
+    assert!(text.contains(&format!("{group} 0")), "missing {group}:\n{text}");
+    assert!(!text.lines().any(|l| l.starts_with("crossprobe_roundtrip") && l.contains("tenant=")), "{text}");
+    let samples = samples(&text).len();
+    assert!(samples <= cells * 12 + 6 * 40 + 30, "{samples} samples in all:\n{text}");
+}
+
+#[test]
+fn latency_by_every_dimension_keeps_latency_per_cell_and_both_tenants_add_up() {
+    let all = ["az", "tenant", "protocol", "broker"];
+    let per_cell = metrics_with(None, Some(&all));
+    let per_group = metrics();
+    let ok = |ms| ProbeResult {
+        seq: 1,
+        outcome: Outcome::Ok,
+        publish: Some(Duration::from_micros(700)),
+        roundtrip: Some(Duration::from_millis(ms)),
+    };
+    // Cells 0 and 1: zone a, kafka, kafka-a; tenants acme and globex.
+    for m in [&per_cell, &per_group] {
+        m.record(0, &Event::Done(ok(3)));
+        m.record(1, &Event::Done(ok(5)));
+    }
+    let text = per_cell.render();
+    assert_eq!(count(&text, "crossprobe_roundtrip_seconds_count"), 12, "{text}");
+    let acme = series("crossprobe_roundtrip_seconds_count", &CELL0, &[]);
+    assert!(text.contains(&format!("{acme} 1")), "missing {acme} 1:\n{text}");
+    let text = per_group.render();
+    let group = series("crossprobe_roundtrip_seconds_count", &GROUP0, &[]);
+    assert!(text.contains(&format!("{group} 2")), "both cells' probes in {group}:\n{text}");
+    let sum = series("crossprobe_roundtrip_seconds_sum", &GROUP0, &[]);
+    let v: f64 = line(&text, &format!("{sum} ")).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((v - 0.008).abs() < 1e-9, "sum of 3 ms and 5 ms, saw {v}");
+    let le = series("crossprobe_roundtrip_seconds_bucket", &GROUP0, &[("le", "0.004")]);
+    assert!(text.contains(&format!("{le} 1")), "buckets are cumulative: {le} 1 expected:\n{text}");
+    let inf = series("crossprobe_roundtrip_seconds_bucket", &GROUP0, &[("le", "+Inf")]);
+    assert!(text.contains(&format!("{inf} 2")), "{inf} 2 expected:\n{text}");
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let m = Metrics::new(
+        None,
+        &[],
+        &Matrix::from_labels(vec!["az".into()], vec![vec!["a\"b\\c\nd".into()]]),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let text = m.render();
+    assert!(text.contains("crossprobe_cell_state{az=\"a\\\"b\\\\c\\nd\"} -1"), "{text}");
+    assert!(text.contains("crossprobe_roundtrip_seconds_count 0"), "one group without labels:\n{text}");
 }

@@ -61,6 +61,10 @@ pub struct Secure {
 /// AMQP passwords; `CROSSPROBE_LOCAL_CTL` when fault injection is possible.
 const USER_BROKERS: &str = "CROSSPROBE_KAFKA_A";
 
+/// The Kafka table of a target on the local zones' tansu, which answers a fetch only when its
+/// wait is over: a short `fetch_wait` (the default, 500 ms, suits Apache Kafka).
+pub const TANSU_FETCH: &str = "kafka = { fetch_wait = \"5ms\" }\n";
+
 pub fn brokers() -> &'static Brokers {
     static BROKERS: OnceLock<Brokers> = OnceLock::new();
     BROKERS.get_or_init(|| {
@@ -187,7 +191,7 @@ pub fn local_matrix(b: &Brokers, timing: &Timing) -> (String, String) {
     );
     for (i, z) in ZONES.iter().enumerate() {
         toml += &format!(
-            "[[targets]]\nname = \"kafka-{z}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n\n",
+            "[[targets]]\nname = \"kafka-{z}\"\nprotocol = \"kafka\"\naz = \"{z}\"\naddresses = [\"{}\"]\n{TANSU_FETCH}\n",
             b.kafka[i]
         );
         toml += &format!(

@@ -185,3 +185,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn duplicates_are_told_over_the_last_1024_probes_and_older_copies_are_not_blamed() {
+    let t0 = Instant::now();
+    let mut t = tracker(t0);
+    let mut headers = Vec::new();
+    for i in 0..3000u64 {
+        let h = t.start(t0 + ms(i));
+        t.acked(h.seq, t0 + ms(i));
+        assert!(
+            matches!(t.received(&h.encode(64), t0 + ms(i)).as_slice(), [Event::Done(_)]),
+            "probe {} back once is ok",
+            h.seq
+        );
+        headers.push(h);
+    }
+    let last = headers[2999];
+    assert_eq!(t.received(&last.encode(64), t0 + ms(3001)), [Event::Duplicate { seq: 3000 }]);
+    let in_window = headers[3000 - 1024];
+    assert_eq!(t.received(&in_window.encode(64), t0 + ms(3001)), [Event::Duplicate { seq: in_window.seq }]);
+    // Slot reused by probe 2001, which was received: an older copy of 977 is not its duplicate.
+    let too_old = headers[976];
+    let events = t.received(&too_old.encode(64), t0 + ms(3001));
+    assert!(
+        matches!(events.as_slice(), [Event::Reorder { seq: 977 }, Event::Late { seq: 977, .. }]),
+        "{events:?}"
+    );
+}
