@@ -13,23 +13,7 @@ use crossprobe::shutdown::Shutdown;
 use crossprobe::workers::{Seen, WorkerPool};
 use crossprobe_probes::outcome::{ErrorKind, Outcome};
 use crossprobe_probes::tracker::Event;
-use support::{brokers, exclusive, local_matrix, parse, FAST};
-
-/// Outcomes per cell id seen over `period`.
-async fn collect(
-    p: &mut WorkerPool,
-    config: &ValidatedConfig,
-    period: Duration,
-) -> BTreeMap<String, Vec<Outcome>> {
-    let mut seen: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
-    let until = tokio::time::Instant::now() + period;
-    while let Ok(Some(r)) = tokio::time::timeout_at(until, p.next()).await {
-        if let Seen::Probe(Event::Done(d)) = r.seen {
-            seen.entry(config.matrix.cells()[r.cell].id.to_string()).or_default().push(d.outcome);
-        }
-    }
-    seen
-}
+use support::{brokers, collect, exclusive, local_matrix, parse, FAST};
 
 /// Waits until every cell matching `filter` has reported `ok` since the call, or panics.
 async fn until_ok(

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use crossprobe::config::{QueueKind, ValidatedConfig};
 use crossprobe::shutdown::Shutdown;
-use crossprobe::workers::{Seen, WorkerPool};
+use crossprobe::workers::WorkerPool;
 use crossprobe_probes::outcome::{ErrorKind, Outcome};
-use crossprobe_probes::tracker::Event;
+use support::collect;
 
 /// A clustered set of local zones, taken down on drop.
 struct Cluster {
@@ -119,22 +119,6 @@ fn quorum_example(cluster: &Cluster, dir: &Path) -> ValidatedConfig {
     }
     let instance = format!("test-{}", support::unique());
     support::parse(&toml.replace("instance = \"local-quorum\"", &format!("instance = \"{instance}\"")))
-}
-
-/// Outcomes per cell id over `period`.
-async fn collect(
-    p: &mut WorkerPool,
-    config: &ValidatedConfig,
-    period: Duration,
-) -> BTreeMap<String, Vec<Outcome>> {
-    let mut seen: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
-    let until = tokio::time::Instant::now() + period;
-    while let Ok(Some(r)) = tokio::time::timeout_at(until, p.next()).await {
-        if let Seen::Probe(Event::Done(d)) = r.seen {
-            seen.entry(config.matrix.cells()[r.cell].id.to_string()).or_default().push(d.outcome);
-        }
-    }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,3 +306,21 @@ pub async fn eventually<T, F: FnMut() -> Result<T, String>>(
         }
     }
 }
+
+/// Outcomes per cell id that `pool` reports over `period`.
+pub async fn collect(
+    pool: &mut crossprobe::workers::WorkerPool,
+    config: &crossprobe::config::ValidatedConfig,
+    period: std::time::Duration,
+) -> std::collections::BTreeMap<String, Vec<crossprobe_probes::outcome::Outcome>> {
+    use crossprobe::workers::Seen;
+    use crossprobe_probes::tracker::Event;
+    let mut seen: std::collections::BTreeMap<String, Vec<_>> = std::collections::BTreeMap::new();
+    let until = tokio::time::Instant::now() + period;
+    while let Ok(Some(r)) = tokio::time::timeout_at(until, pool.next()).await {
+        if let Seen::Probe(Event::Done(d)) = r.seen {
+            seen.entry(config.matrix.cells()[r.cell].id.to_string()).or_default().push(d.outcome);
+        }
+    }
+    seen
+}
