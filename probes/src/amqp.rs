@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{forward, BoxFuture, CellBackend, Deliveries, Delivery, ProbeError, DELIVERY_BUFFER};
 use crate::outcome::ErrorKind;
+use crate::percent_encode as encode;
 use crate::retry::Retry;
 
 /// Largest AMQP frame we negotiate. lapin keeps send and receive ring buffers of 32 frames per
@@ -418,16 +419,6 @@ impl AmqpCell {
             Confirmation::NotRequested => Ok(()),
         }
     }
-}
-
-/// Percent-encodes a URI component.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Whether `e` is an I/O error of the network itself (refused, reset, unreachable, closed).

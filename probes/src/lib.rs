@@ -28,6 +28,17 @@ use std::str::FromStr;
 
 pub use outcome::{ErrorKind, Outcome};
 
+/// Percent-encodes a URI component (RFC 3986: everything but the unreserved characters), for
+/// AMQP URIs here and the daemon's HTTP queries.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Wire protocol of a target; also the value of the `protocol` dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {

@@ -182,7 +182,7 @@ fn query_range(q: &Query, from_ms: u64, to_ms: u64, step_ms: u64) -> Result<Vec<
     let promql = format!("crossprobe_probes_total{}", q.selector);
     let path = format!(
         "/api/v1/query_range?query={}&start={}&end={}&step={}",
-        encode(&promql),
+        crossprobe_probes::percent_encode(&promql),
         secs(from_ms),
         secs(to_ms),
         secs(step_ms)
@@ -206,16 +206,6 @@ fn query_range(q: &Query, from_ms: u64, to_ms: u64, step_ms: u64) -> Result<Vec<
 
 fn secs(ms: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-/// Percent-encodes a query parameter.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// One HTTP/1.0 GET (the server closes the connection after the body, and sends no chunked
