@@ -4,6 +4,8 @@
 //! the local example's variables set and, since the shipped examples name files that exist
 //! only where they are deployed, the examples with `--skip-secrets`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -301,22 +303,10 @@ fn only_regular_files_of_bounded_size_are_read() {
     ];
     for (path, why) in cases {
         // A FIFO no one writes would block a plain read forever: bound the wait, then fail.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-            .args(["check", "--config", path])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("check --config {path} still ran after 30s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = support::output_within(
+            Command::new(env!("CARGO_BIN_EXE_crossprobe")).args(["check", "--config", path]),
+            std::time::Duration::from_secs(30),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{path}: {stderr}");
         assert_eq!(stderr, format!("cannot read {path}: {why}\n"), "{path}");

@@ -320,21 +320,8 @@ async fn probe_topics_carry_retention_and_probe_queues_ttl_and_max_length() {
 
 /// `name type arguments` of every queue of vhost `acme` on crossprobe-local's node `node`.
 fn list_queues(node: &str) -> String {
-    let base: u16 =
-        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "-n",
-            &format!("{node}@localhost"),
-            "-q",
-            "list_queues",
-            "-p",
-            "acme",
-            "name",
-            "type",
-            "arguments",
-        ])
-        .env("ERL_EPMD_PORT", (base + 369).to_string())
+    let out = support::rabbitmq_tool("rabbitmqctl", &format!("{node}@localhost"), support::local_port_base())
+        .args(["-q", "list_queues", "-p", "acme", "name", "type", "arguments"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -452,11 +439,8 @@ async fn quorum_queues_and_streams_probe_ok_bounded_by_their_arguments() {
 }
 
 fn delete_queue(node: &str, queue: &str) {
-    let base: u16 =
-        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-n", &format!("{node}@localhost"), "-q", "delete_queue", "-p", "acme", queue])
-        .env("ERL_EPMD_PORT", (base + 369).to_string())
+    let out = support::rabbitmq_tool("rabbitmqctl", &format!("{node}@localhost"), support::local_port_base())
+        .args(["-q", "delete_queue", "-p", "acme", queue])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -67,11 +67,8 @@ impl Cluster {
 
     /// A RabbitMQ command line tool run against node `rabbit-<zone>`; panics when it fails.
     fn rabbit(&self, tool: &str, zone: &str, args: &[&str]) -> String {
-        let out = Command::new(tool)
-            .args(["-n", &format!("rabbit-{zone}@localhost")])
+        let out = support::rabbitmq_tool(tool, &format!("rabbit-{zone}@localhost"), self.base)
             .args(args)
-            // The zones' own epmd (crossprobe-local: BASE+369).
-            .env("ERL_EPMD_PORT", (self.base + 369).to_string())
             .output()
             .unwrap();
         assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -229,13 +229,10 @@ async fn sighup_adds_and_removes_cells_and_a_broken_file_keeps_the_old_matrix() 
 /// Queue names on zone c's RabbitMQ node, every vhost.
 fn rabbit_c_queues() -> String {
     let node = std::env::var("CROSSPROBE_AMQP_NODE_C").unwrap_or_else(|_| "rabbit-c@localhost".into());
-    let base: u16 =
-        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
     let mut all = String::new();
     for vhost in ["acme", "globex"] {
-        let out = Command::new("rabbitmqctl")
-            .args(["-n", &node, "-q", "list_queues", "-p", vhost, "name"])
-            .env("ERL_EPMD_PORT", (base + 369).to_string())
+        let out = support::rabbitmq_tool("rabbitmqctl", &node, support::local_port_base())
+            .args(["-q", "list_queues", "-p", vhost, "name"])
             .output()
             .unwrap();
         assert!(out.status.success(), "rabbitmqctl: {}", String::from_utf8_lossy(&out.stderr));

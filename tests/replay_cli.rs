@@ -5,6 +5,8 @@
 //! file differs from its generator. To regenerate after changing a scenario:
 //! `CROSSPROBE_WRITE_REPLAY=1 cargo test --test replay_cli replay_files_are_current`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,6 +14,7 @@ use crossprobe::correlator::testkit::{grid, in_scope as has, nested};
 use crossprobe::matrix::Matrix;
 use crossprobe::offline::OutcomeRecord;
 use crossprobe_probes::Outcome;
+use support::{crossprobe, output_within, root};
 
 /// One recorded scenario: every cell probes once a second (cell i at `t * 1000 + 10 * i` ms)
 /// and fails when `fails(matrix, second, cell)`.
@@ -154,10 +157,6 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn recording(s: &Scenario) -> String {
     let m = (s.matrix)();
     let mut out = Vec::new();
@@ -171,14 +170,6 @@ fn recording(s: &Scenario) -> String {
         }
     }
     String::from_utf8(out).unwrap()
-}
-
-fn crossprobe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("crossprobe runs")
 }
 
 /// A printed timeline, one `at_ms level scopes` string per line.
@@ -337,26 +328,10 @@ fn bad_records_exit_64_naming_the_line() {
     assert_eq!(out.status.code(), Some(64));
 }
 
-/// Runs `crossprobe args`, killing it and failing the test when it has not ended within
-/// `bound` (generous: the point is "ends", not "is fast").
+/// Runs `crossprobe args` at the repository root, failing the test when it has not ended
+/// within `bound`.
 fn crossprobe_within(args: &[&str], bound: std::time::Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-        .args(args)
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("crossprobe runs");
-    let deadline = std::time::Instant::now() + bound;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("crossprobe {args:?} still ran after {bound:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    output_within(Command::new(env!("CARGO_BIN_EXE_crossprobe")).args(args).current_dir(root()), bound)
 }
 
 #[test]

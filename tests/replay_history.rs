@@ -2,23 +2,13 @@
 //! windows), `replay --summary` and `replay --compare`, on the recorded scenarios under
 //! `tests/replay/` (see `tests/replay_cli.rs`) and on records made here.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use crossprobe::offline::recording::{Recorder, Retention};
 use crossprobe::offline::OutcomeRecord;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn crossprobe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crossprobe"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("crossprobe runs")
-}
+use support::{crossprobe, root};
 
 /// `crossprobe args`, which must succeed; its stdout.
 fn stdout_of(args: &[&str]) -> String {

@@ -43,11 +43,8 @@ fn stolen(addr: SocketAddr) -> Result<f64, String> {
 
 /// `vhost`'s queue names on crossprobe-local's node `node`.
 fn queues(node: &str, vhost: &str) -> Vec<String> {
-    let base: u16 =
-        std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000);
-    let out = Command::new("rabbitmqctl")
-        .args(["-n", &format!("{node}@localhost"), "-q", "list_queues", "-p", vhost, "name"])
-        .env("ERL_EPMD_PORT", (base + 369).to_string())
+    let out = support::rabbitmq_tool("rabbitmqctl", &format!("{node}@localhost"), support::local_port_base())
+        .args(["-q", "list_queues", "-p", vhost, "name"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()

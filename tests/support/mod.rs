@@ -279,14 +279,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Percent-encodes a query parameter value.
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use crossprobe_probes::percent_encode as encode;
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics after `within` naming `what`
 /// and the last value seen.
@@ -323,4 +316,51 @@ pub async fn collect(
         }
     }
     seen
+}
+
+/// A RabbitMQ command line tool (`rabbitmqctl`, `rabbitmq-queues`) aimed at `node` of the
+/// crossprobe-local zones whose ports start at `base`: they run their own epmd on BASE+369.
+pub fn rabbitmq_tool(tool: &str, node: &str, base: u16) -> Command {
+    let mut command = Command::new(tool);
+    command.args(["-n", node]).env("ERL_EPMD_PORT", (base + 369).to_string());
+    command
+}
+
+/// The port base of the suite's zones (`CROSSPROBE_LOCAL_PORT_BASE`, default 19000).
+pub fn local_port_base() -> u16 {
+    std::env::var("CROSSPROBE_LOCAL_PORT_BASE").ok().and_then(|b| b.parse().ok()).unwrap_or(19000)
+}
+
+/// The repository's root, where the CLI tests run the binary.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `crossprobe ARGS`, run at the repository root until it ends.
+pub fn crossprobe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_crossprobe"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("crossprobe runs")
+}
+
+/// `command`'s output, killing it and failing the test when it has not ended within `bound`
+/// (generous: the point is "ends", not "is fast").
+pub fn output_within(command: &mut Command, bound: std::time::Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let deadline = std::time::Instant::now() + bound;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still ran after {bound:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
