@@ -316,10 +316,17 @@ fn amqp(p: &mut Problems, path: &str, a: &RawAmqpTarget, timeout: Duration) -> O
         100,
         Limits { min: 1, max: 10_000 },
     );
+    let stream_max_bytes = values::count(
+        p,
+        &format!("{path}.stream_max_bytes"),
+        a.stream_max_bytes.as_ref(),
+        1 << 20,
+        Limits { min: 64 << 10, max: 1 << 30 },
+    );
     let queue = match a.queue_type.as_ref().map(|t| t.get_ref().as_str()) {
         None | Some("classic") => QueueKind::Classic,
         Some("quorum") => QueueKind::Quorum,
-        Some("stream") => QueueKind::Stream { max_bytes: 0 },
+        Some("stream") => QueueKind::Stream { max_bytes: stream_max_bytes.into() },
         Some(other) => {
             p.add(
                 format!("{path}.queue_type"),
@@ -329,26 +336,13 @@ fn amqp(p: &mut Problems, path: &str, a: &RawAmqpTarget, timeout: Duration) -> O
             QueueKind::Classic
         }
     };
-    let stream_max_bytes = values::count(
-        p,
-        &format!("{path}.stream_max_bytes"),
-        a.stream_max_bytes.as_ref(),
-        1 << 20,
-        Limits { min: 64 << 10, max: 1 << 30 },
-    );
-    let queue = match queue {
-        QueueKind::Stream { .. } => QueueKind::Stream { max_bytes: stream_max_bytes.into() },
-        other => {
-            if let Some(v) = &a.stream_max_bytes {
-                p.add(
-                    format!("{path}.stream_max_bytes"),
-                    Some(v.span()),
-                    "only applies with queue_type stream".to_owned(),
-                );
-            }
-            other
-        }
-    };
+    if let (Some(v), false) = (&a.stream_max_bytes, matches!(queue, QueueKind::Stream { .. })) {
+        p.add(
+            format!("{path}.stream_max_bytes"),
+            Some(v.span()),
+            "only applies with queue_type stream".to_owned(),
+        );
+    }
     Some(AmqpTarget {
         tls,
         ca_file: ca_file(p, path, a.ca_file.as_ref(), tls, "tls = true"),
