@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench e2e -- [overhead] [detection] [recovery] [scale] [--seconds S] [--trials N] [--cells 12,120,600]
-//!     [--interval 1s] [--measure 30s]
+//!     [--interval 1s] [--measure 30s] [--fetch-wait 5ms]
 //! ```
 //!
 //! With no part named, all four run. Needs root (the zones' faults) and takes about 20
@@ -32,6 +32,9 @@ pub struct Options {
     pub interval: Duration,
     /// How long the scale part measures, after its warm-up.
     pub measure: Duration,
+    /// The scale part's Kafka `fetch_wait`: tansu's 5 ms by default (it holds a fetch for the
+    /// whole wait), or longer to measure what the idle fetches cost.
+    pub fetch_wait: Duration,
 }
 
 fn options() -> Options {
@@ -42,6 +45,7 @@ fn options() -> Options {
         cells: vec![12, 120, 600, 1200],
         interval: Duration::from_secs(1),
         measure: Duration::from_secs(30),
+        fetch_wait: Duration::from_millis(5),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -57,6 +61,9 @@ fn options() -> Options {
             }
             "--measure" => {
                 o.measure = humantime::parse_duration(&value("--measure")).expect("--measure: 10m")
+            }
+            "--fetch-wait" => {
+                o.fetch_wait = humantime::parse_duration(&value("--fetch-wait")).expect("--fetch-wait: 500ms")
             }
             "--bench" => {}
             part @ ("overhead" | "detection" | "recovery" | "scale") => o.parts.push(part.to_owned()),

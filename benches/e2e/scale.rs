@@ -8,19 +8,20 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::support::{brokers, free_port, http_get, unique, TANSU_FETCH, ZONES};
+use super::support::{brokers, free_port, http_get, unique, ZONES};
 use super::Options;
 
 const WARM_UP: Duration = Duration::from_secs(15);
 
 /// A matrix of about `cells` cells: per zone, n Kafka and n AMQP targets on the zone's brokers,
 /// each probing both tenants (cells = 3 zones x 2n targets x 2 tenants).
-fn config(cells: usize, port: u16, interval: Duration) -> (String, usize) {
+fn config(cells: usize, port: u16, interval: Duration, fetch_wait: Duration) -> (String, usize) {
     let b = brokers();
     let n = (cells / 12).max(1);
     let id = unique();
     // Timeout: half the interval, at most 2 s (a loaded broker answers late, not never).
     let timeout = (interval / 2).min(Duration::from_secs(2));
+    let fetch = format!("kafka = {{ fetch_wait = \"{}\" }}\n", humantime::format_duration(fetch_wait));
     let mut toml = format!(
         "[daemon]\nlisten = \"127.0.0.1:{port}\"\ninstance = \"scale-{id}\"\n[probe]\ninterval = \"{}\"\ntimeout = \"{}\"\n",
         humantime::format_duration(interval),
@@ -30,7 +31,7 @@ fn config(cells: usize, port: u16, interval: Duration) -> (String, usize) {
         for j in 0..n {
             // The n targets of one broker name it (`broker`), as a fleet's config would, and
             // differ by a `slot` label: latency is then kept per real broker.
-            toml += &format!("[[targets]]\nname = \"kafka-{z}-{j}\"\nprotocol = \"kafka\"\naz = \"{z}\"\nbroker = \"kafka-{z}\"\naddresses = [\"{}\"]\nlabels = {{ slot = \"{j}\" }}\n{TANSU_FETCH}", b.kafka[i]);
+            toml += &format!("[[targets]]\nname = \"kafka-{z}-{j}\"\nprotocol = \"kafka\"\naz = \"{z}\"\nbroker = \"kafka-{z}\"\naddresses = [\"{}\"]\nlabels = {{ slot = \"{j}\" }}\n{fetch}", b.kafka[i]);
             toml += &format!("[[targets]]\nname = \"rabbit-{z}-{j}\"\nprotocol = \"amqp\"\naz = \"{z}\"\nbroker = \"rabbit-{z}\"\naddresses = [\"{}\"]\nlabels = {{ slot = \"{j}\" }}\n", b.amqp[i]);
         }
     }
@@ -92,12 +93,12 @@ fn timed(port: u16, path: &str) -> (Duration, usize) {
 pub async fn run(o: &Options) {
     let (interval, measure) = (o.interval, o.measure);
     let warm_up = WARM_UP.max(interval * 3);
-    println!("\n## scale: {interval:?} interval, warm-up {warm_up:?}, measured over {measure:?}, daemon as its own process (release)\n");
+    println!("\n## scale: {interval:?} interval, Kafka fetch_wait {:?}, warm-up {warm_up:?}, measured over {measure:?}, daemon as its own process (release)\n", o.fetch_wait);
     println!("| cells | probes/s | ok % | CPU s per 1,000 probes | probes/s per core-second | RSS MiB | RSS per cell KiB | series per cell | /metrics ms, MB | /api/status ms, KB |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &cells in &o.cells {
         let port = free_port();
-        let (toml, cells) = config(cells, port, interval);
+        let (toml, cells) = config(cells, port, interval, o.fetch_wait);
         let path = std::env::temp_dir().join(format!("crossprobe-scale-{cells}.toml"));
         std::fs::write(&path, toml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_crossprobe"))
