@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{quoted, Problems};
-use super::raw::{RawAmqpTarget, RawKafkaTarget, RawTarget, Str};
+use super::raw::{RawAmqpTarget, RawDiscovery, RawKafkaTarget, RawTarget, Str};
 use super::values::{self, Limits};
 use super::*;
 use crate::matrix::{BASE_DIMENSIONS, MAX_DIMENSIONS};
@@ -60,6 +60,7 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
             t.message_size.as_ref(),
         );
         let endpoint = endpoint(p, &path, t, probe.unwrap_or(defaults).timeout);
+        let discovery = t.discovery.as_ref().map(|d| discovery(p, &path, t, d));
         if let (Some(probe), Some(endpoint)) = (probe, endpoint) {
             if p.len() == errors_before {
                 out.push((
@@ -71,6 +72,8 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
                         labels: t.labels.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect(),
                         probe,
                         endpoint,
+                        discovery,
+                        discovered_at: None,
                     },
                     i,
                 ));
@@ -79,6 +82,50 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
     }
     same_label_keys(p, raw);
     out
+}
+
+/// `[targets.discovery]`: a Kafka target whose addresses bootstrap the cluster; its brokers are
+/// found, so it names none.
+fn discovery(p: &mut Problems, path: &str, t: &RawTarget, d: &toml::Spanned<RawDiscovery>) -> Discovery {
+    let path = format!("{path}.discovery");
+    if t.protocol.get_ref() != "kafka" {
+        p.add(
+            path.clone(),
+            Some(d.span()),
+            format!(
+                "only applies to kafka targets, but this target's protocol is {}",
+                quoted(t.protocol.get_ref())
+            ),
+        );
+    }
+    if let Some(id) = &t.broker_id {
+        p.add(
+            format!("{}.broker_id", path.trim_end_matches(".discovery")),
+            Some(id.span()),
+            "a discovered target names no broker: each broker found gets its own target".into(),
+        );
+    }
+    let every = values::duration_in(
+        p,
+        &format!("{path}.every"),
+        d.get_ref().every.as_ref(),
+        Duration::from_secs(30),
+        (Duration::from_secs(1), Duration::from_secs(3600)),
+    );
+    let mut zones = BTreeMap::new();
+    for (id, zone) in &d.get_ref().zones {
+        let key = format!("{path}.zones.{}", super::error::key(id));
+        if id.parse::<i32>().map_or(true, |n| n < 0) {
+            p.add(
+                key.clone(),
+                Some(zone.span()),
+                format!("{} is not a broker id (a whole number)", quoted(id)),
+            );
+        }
+        values::name(p, &key, zone);
+        zones.insert(id.clone(), zone.get_ref().clone());
+    }
+    Discovery { every, zones }
 }
 
 fn label(p: &mut Problems, path: &str, key: &str, value: &Str) {
@@ -279,6 +326,7 @@ fn kafka(
         security_protocol,
         sasl_mechanism,
         ca_file: ca_file(p, path, k.ca_file.as_ref(), tls, "security_protocol ssl or sasl_ssl"),
+        group_commit: k.group_commit.unwrap_or(false),
     })
 }
 
