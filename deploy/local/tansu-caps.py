@@ -1,4 +1,14 @@
-# What tansu 0.6.0 answers for discovery and group coordination (crossprobe #17).
+#!/usr/bin/env python3
+# What tansu 0.6.0 answers for discovery and group coordination (crossprobe #17): the brokers
+# and their racks (DescribeCluster), a topic's leaders, replicas and ISR, and a consumer group's
+# join, fetch and offset commit read back. Run against a zone's plain Kafka port:
+#   pip install kafka-python   # 3.0.12 checked
+#   python3 deploy/local/tansu-caps.py 127.0.0.1:19092
+# Seen on tansu 0.6.0: one broker, id 111, rack None; leader 111, replicas [111], ISR [111];
+# the group joins, fetches, commits and reads its offset back. So discovery, ISR export and the
+# group stage are verified against tansu, while several brokers in one cluster, leadership
+# moves and a coordinator apart from the broker cannot be (README, "Discovery and the group
+# stage").
 import sys, time
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -21,5 +31,4 @@ print("group join + fetch:", sum(len(v) for v in msgs.values()), "messages; assi
 tp = TopicPartition(topic, 0)
 c.commit({tp: OffsetAndMetadata(1, None, -1)})
 print("committed offset read back:", c.committed(tp))
-print("groups:", admin.list_consumer_groups())
 c.close()

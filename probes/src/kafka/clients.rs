@@ -419,7 +419,27 @@ fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
 
 #[cfg(test)]
 mod tests {
-    use super::broker_down;
+    use rdkafka::error::RDKafkaErrorCode as C;
+
+    use super::{broker_down, code_kind};
+    use crate::outcome::ErrorKind;
+
+    /// A commit the group coordinator did not take is its own kind, apart from broker, timeout
+    /// and refusal failures (which the broker-down check reports before a commit is tried).
+    #[test]
+    fn coordinator_errors_are_their_own_kind() {
+        for code in [
+            C::CoordinatorNotAvailable,
+            C::NotCoordinator,
+            C::CoordinatorLoadInProgress,
+            C::WaitingForCoordinator,
+        ] {
+            assert_eq!(code_kind(code), ErrorKind::Coordinator, "{code:?}");
+        }
+        assert_eq!(code_kind(C::RequestTimedOut), ErrorKind::Timeout);
+        assert_eq!(code_kind(C::GroupAuthorizationFailed), ErrorKind::Auth);
+        assert_eq!(code_kind(C::UnknownTopicOrPartition), ErrorKind::NotFound);
+    }
 
     #[test]
     fn a_first_connection_is_not_down_a_lost_one_is() {
