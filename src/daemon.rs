@@ -168,9 +168,14 @@ impl Daemon {
         let run = RunLoop {
             pool,
             evaluator,
+            // Every discovered target was just read; one added by a reload is read at once.
+            due: source
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), Instant::now() + t.discovery.as_ref()?.every)))
+                .collect(),
             source,
             known,
-            due: BTreeMap::new(),
             found,
             answers,
             watch: ConfigWatch::new(options.source, options.watch),
@@ -264,8 +269,10 @@ impl RunLoop {
     fn discover_due(&mut self) {
         let now = Instant::now();
         for (i, t) in self.source.targets.iter().enumerate() {
-            let Some(d) = &t.discovery else { continue };
-            let due = *self.due.entry(t.name.clone()).or_insert(now + d.every);
+            if t.discovery.is_none() {
+                continue;
+            }
+            let due = *self.due.entry(t.name.clone()).or_insert(now);
             if due > now {
                 continue;
             }

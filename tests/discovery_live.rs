@@ -244,3 +244,88 @@ kafka = {{ topic = "{topic}" }}
         other => panic!("expected a committed offset for the group, got {other:?}"),
     }
 }
+
+/// RabbitMQ discovery on a real three-node cluster (`CROSSPROBE_LOCAL_AMQP_CLUSTER=1`, ports from
+/// `CROSSPROBE_TEST_CLUSTER_PORT_BASE`): the management API's running nodes each get their
+/// cells; a node whose RabbitMQ application stops loses its cells within a discovery period
+/// while the other nodes' cells go on counting, and gains them back once it runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaving_or_joining_a_rabbitmq_cluster_loses_or_gains_its_cells() {
+    if brokers().ctl().is_none() {
+        eprintln!("skipped: the tests run against the user's own brokers, without crossprobe-local");
+        return;
+    }
+    let cluster = support::Cluster::up();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("discovery-{}", unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, variable: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, cluster.var(variable)).unwrap();
+        path.display().to_string()
+    };
+    let (monitor, acme) =
+        (file("monitor", "CROSSPROBE_MONITOR_PASSWORD"), file("acme", "CROSSPROBE_ACME_AMQP_PASSWORD"));
+    let id = unique();
+    let toml = format!(
+        r#"[daemon]
+listen = "127.0.0.1:0"
+instance = "test-{id}"
+
+[probe]
+interval = "500ms"
+timeout = "400ms"
+
+[[targets]]
+name = "amqp"
+protocol = "amqp"
+az = "a"
+addresses = ["{}"]
+discovery = {{ every = "2s", management_url = "{}", user = "crossprobe-monitor", password_file = "{monitor}", zones = {{ "rabbit-b@localhost" = "b", "rabbit-c@localhost" = "c" }} }}
+
+[[tenants]]
+name = "acme"
+amqp = {{ vhost = "acme", user = "crossprobe-acme", password_file = "{acme}" }}
+"#,
+        cluster.var("CROSSPROBE_AMQP_A"),
+        cluster.var("CROSSPROBE_AMQP_MANAGEMENT_A"),
+    );
+    let d = Daemon::start(parse(&toml), RunOptions::default()).await.expect("the daemon starts");
+    let all = ["amqp-rabbit-a", "amqp-rabbit-b", "amqp-rabbit-c"];
+    let every_ok = |d: &Daemon, want: &[&str]| {
+        let m = probes(d)?;
+        (brokers_of(&m) == want && want.iter().all(|b| count(&m, b, "ok") >= 2))
+            .then_some(m.clone())
+            .ok_or(format!("{m:?}"))
+    };
+    eventually("every node's cell probes ok", Duration::from_secs(30), || every_ok(&d, &all)).await;
+
+    let left = std::time::Instant::now();
+    cluster.rabbit("rabbitmqctl", "c", &["stop_app"]);
+    let m = eventually("node c's cell retired", Duration::from_secs(20), || {
+        let m = probes(&d)?;
+        (brokers_of(&m) == all[..2]).then_some(m.clone()).ok_or(format!("{m:?}"))
+    })
+    .await;
+    let took = left.elapsed();
+    let before = count(&m, "amqp-rabbit-a", "ok");
+    eventually("node a's cell goes on", Duration::from_secs(10), || {
+        let m = probes(&d)?;
+        (count(&m, "amqp-rabbit-a", "ok") > before + 2).then_some(()).ok_or(format!("{m:?}"))
+    })
+    .await;
+
+    let joined = std::time::Instant::now();
+    cluster.rabbit("rabbitmqctl", "c", &["start_app"]);
+    eventually("node c's cell back and ok", Duration::from_secs(30), || every_ok(&d, &all)).await;
+    eprintln!(
+        "node c's cell retired {took:?} after stop_app; back and ok {:?} after start_app",
+        joined.elapsed()
+    );
+    let m = probes(&d).unwrap();
+    assert!(
+        count(&m, "amqp-rabbit-a", "ok") > before,
+        "node a's counts were kept through both changes: {before} then {m:?}"
+    );
+    stop_daemon(d).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
-//! Discovery's broker I/O and bookkeeping: reading a discovered target's brokers (with the
-//! client settings its cells use), and the last known broker set of every discovered target,
-//! which an answer changes only when it is usable.
+//! Discovery's broker I/O and bookkeeping: reading a discovered target's brokers (Kafka: the
+//! cluster metadata, with the client settings its cells use) or running nodes (RabbitMQ: the
+//! management API), and the last known set of every discovered target, which an answer changes
+//! only when it is usable.
 //!
 //! An answer that names no broker, or no answer at all (the bootstrap unreachable, a timeout),
 //! keeps the last known set and is logged: a cluster is never emptied by one bad metadata read.
@@ -21,18 +22,50 @@ pub enum DiscoveryError {
     Unreachable(#[from] crossprobe_probes::backend::ProbeError),
     #[error("the target has no cell to take client settings from")]
     NoCell,
+    #[error("the management API: {0}")]
+    Management(#[from] super::management::ManagementError),
+    #[error("the management API's password: {0}")]
+    Secret(String),
 }
+
+/// The longest wait for the management API's answers: the probe timeout, but at least this.
+const MANAGEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads the brokers of target `target` of `config` (a source configuration, before
 /// [`ValidatedConfig::discovered`]), within the target's probe timeout.
 pub async fn read(config: &ValidatedConfig, target: usize) -> Result<Vec<Found>, DiscoveryError> {
+    let t = &config.targets[target];
+    if let Some(m) = t.discovery.as_ref().and_then(|d| d.management.as_ref()) {
+        let password = m.credentials.password.resolve().map_err(DiscoveryError::Secret)?;
+        let within = t.probe.timeout.max(MANAGEMENT_WAIT);
+        let nodes = super::management::nodes(&m.address, &m.credentials.user, &password, within).await?;
+        return Ok(named(nodes.into_iter().map(|n| (n.name, n.amqp)).collect()));
+    }
     let cell = config.matrix.cells().iter().find(|c| c.target == target).ok_or(DiscoveryError::NoCell)?;
     let spec = CellSpec::resolve(config, 0, cell, &mut Reads::default())?;
     let ClientSpec::Kafka { config: client, topic, .. } = spec.client else {
         return Err(DiscoveryError::NoCell);
     };
     let brokers = crossprobe_probes::kafka::discover(&client, &topic).await?;
-    Ok(brokers.into_iter().map(|b| Found { id: b.id, address: b.address }).collect())
+    Ok(brokers
+        .into_iter()
+        .map(|b| Found { id: b.id.to_string(), suffix: b.id.to_string(), address: b.address })
+        .collect())
+}
+
+/// RabbitMQ nodes as [`Found`]: each named by the part of its name before the `@` when that is
+/// unique among them, else by its whole name with the `@` made a `.`.
+fn named(nodes: Vec<(String, String)>) -> Vec<Found> {
+    let short = |n: &str| n.split_once('@').map_or(n, |(s, _)| s).to_owned();
+    let unique = |s: &str| nodes.iter().filter(|(n, _)| short(n) == s).count() == 1;
+    nodes
+        .iter()
+        .map(|(name, address)| {
+            let s = short(name);
+            let suffix = if unique(&s) { s } else { name.replace('@', ".") };
+            Found { id: name.clone(), suffix, address: address.clone() }
+        })
+        .collect()
 }
 
 /// The last known brokers of every discovered target, by target name.
@@ -100,7 +133,21 @@ mod tests {
     use crate::config::Found;
 
     fn brokers(ids: &[i32]) -> Vec<Found> {
-        ids.iter().map(|&id| Found { id, address: format!("h{id}:9092") }).collect()
+        ids.iter()
+            .map(|&id| Found { id: id.to_string(), suffix: id.to_string(), address: format!("h{id}:9092") })
+            .collect()
+    }
+
+    #[test]
+    fn nodes_are_named_by_their_short_name_unless_two_share_it() {
+        let found = super::named(vec![
+            ("rabbit@h1".into(), "h1:5672".into()),
+            ("rabbit@h2".into(), "h2:5672".into()),
+            ("rabbit-c@h3".into(), "h3:5672".into()),
+        ]);
+        let suffixes: Vec<&str> = found.iter().map(|f| f.suffix.as_str()).collect();
+        assert_eq!(suffixes, ["rabbit.h1", "rabbit.h2", "rabbit-c"]);
+        assert_eq!(found[2].id, "rabbit-c@h3", "zones are keyed by the full node name");
     }
 
     #[test]

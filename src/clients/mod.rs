@@ -5,12 +5,14 @@
 //! - [`kafka`]: a Kafka cell's client settings (security, SASL, CA, fetch wait).
 //! - [`amqp`]: an AMQP cell's connection settings and its probe queue.
 //! - [`discovery`]: reading a discovered target's brokers, and the last known set of each.
+//! - [`management`]: the RabbitMQ management API's running nodes and their AMQP listeners.
 //! - [`pool`]: the clients in use, keyed by everything they are built from, created, shared and
 //!   retired as the matrix changes.
 
 pub mod amqp;
 pub mod discovery;
 pub mod kafka;
+pub mod management;
 pub mod pool;
 
 use std::collections::HashMap;

@@ -1,22 +1,27 @@
-//! A configuration with its discovered targets expanded: each broker found becomes a target of
-//! its own (one cell per tenant, as a listed target), so the daemon applies what discovery
+//! A configuration with its discovered targets expanded: each broker (Kafka) or running node
+//! (RabbitMQ) found becomes a target of its own (one cell per tenant, as a listed target), so the daemon applies what discovery
 //! found through the same [`crate::reload`] path as an edited file.
 //!
-//! Until a target's cluster has answered, the target stays as written: its cells probe the
-//! bootstrap addresses with no broker named, and report `connect_failed` while those cannot be
-//! reached.
+//! Until a target's cluster has answered, the target stays as written: its cells probe its
+//! addresses (Kafka: the bootstrap, with no broker named), and report `connect_failed` while
+//! those cannot be reached.
 
 use std::collections::BTreeMap;
 
 use super::{Endpoint, Target, ValidatedConfig};
 use crate::matrix::{Cell, CellId, Matrix};
 
-/// One broker a discovered target's cluster named.
+/// One broker or node a discovered target's cluster named.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Found {
-    /// Kafka broker id.
-    pub id: i32,
-    /// Its advertised `host:port`.
+    /// What names it: the Kafka broker id, the RabbitMQ node name; the key of `zones`.
+    pub id: String,
+    /// The end of its target's name, `<target>-<suffix>`: the broker id, or the node's name
+    /// made a valid name (`rabbit-a@localhost` is `rabbit-a`, or `rabbit-a.localhost` when two
+    /// nodes share the part before the `@`).
+    pub suffix: String,
+    /// Kafka: its advertised `host:port` (its cells reach it through the cluster's bootstrap
+    /// clients). AMQP: its AMQP listener, which its cells connect to.
     pub address: String,
 }
 
@@ -26,9 +31,10 @@ const BROKER: usize = 3;
 
 impl ValidatedConfig {
     /// This configuration with every discovered target that has an answer in `found` (by target
-    /// name) replaced by one target per broker: named `<target>-<id>`, `broker` label
-    /// `<broker>-<id>`, zone from `zones` or the target's `az`, the same bootstrap addresses (one
-    /// shared client per cluster) and the broker id its cells must hit.
+    /// name) replaced by one target per broker or node: named `<target>-<suffix>`, `broker`
+    /// label `<broker>-<suffix>`, zone from `zones` or the target's `az`. Kafka: the same
+    /// bootstrap addresses (one shared client per cluster) and the broker id its cells must hit;
+    /// AMQP: the node's own AMQP listener.
     pub fn discovered(&self, found: &BTreeMap<String, Vec<Found>>) -> ValidatedConfig {
         let mut targets = Vec::new();
         // Source target -> its targets in the expanded configuration.
@@ -74,13 +80,18 @@ impl ValidatedConfig {
 fn broker_target(t: &Target, b: &Found) -> Target {
     let zones = t.discovery.as_ref().map(|d| &d.zones);
     let mut endpoint = t.endpoint.clone();
-    if let Endpoint::Kafka(k) = &mut endpoint {
-        k.broker_id = Some(b.id);
-    }
+    let addresses = match &mut endpoint {
+        Endpoint::Kafka(k) => {
+            k.broker_id = b.id.parse().ok();
+            t.addresses.clone()
+        }
+        Endpoint::Amqp(_) => vec![b.address.clone()],
+    };
     Target {
-        name: format!("{}-{}", t.name, b.id),
-        az: zones.and_then(|z| z.get(&b.id.to_string())).unwrap_or(&t.az).clone(),
-        broker: format!("{}-{}", t.broker, b.id),
+        name: format!("{}-{}", t.name, b.suffix),
+        az: zones.and_then(|z| z.get(&b.id)).unwrap_or(&t.az).clone(),
+        broker: format!("{}-{}", t.broker, b.suffix),
+        addresses,
         discovery: None,
         discovered_at: Some(b.address.clone()),
         endpoint,
@@ -125,7 +136,10 @@ kafka = { topic = "probe-beta" }
     }
 
     fn found(ids: &[i32]) -> BTreeMap<String, Vec<Found>> {
-        let brokers = ids.iter().map(|&id| Found { id, address: format!("h{id}:9092") }).collect();
+        let brokers = ids
+            .iter()
+            .map(|&id| Found { id: id.to_string(), suffix: id.to_string(), address: format!("h{id}:9092") })
+            .collect();
         BTreeMap::from([("kafka".to_owned(), brokers)])
     }
 

@@ -195,8 +195,19 @@ pub struct Target {
 pub struct Discovery {
     /// How often the cluster's metadata is read again.
     pub every: Duration,
-    /// Zone of each broker id; brokers not listed are in the target's `az`.
+    /// Zone of each broker (Kafka broker id, RabbitMQ node name); those not listed are in the
+    /// target's `az`.
     pub zones: BTreeMap<String, String>,
+    /// AMQP: the RabbitMQ management API that lists the cluster's running nodes.
+    pub management: Option<Management>,
+}
+
+/// A RabbitMQ management API endpoint and its credentials (a user tagged `monitoring`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Management {
+    /// `host:port` of the API (plain HTTP).
+    pub address: String,
+    pub credentials: Credentials,
 }
 
 impl Target {
@@ -290,7 +301,7 @@ pub struct AmqpTenant {
     pub credentials: Credentials,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
     pub password: Secret,

@@ -92,6 +92,11 @@ pub struct RawDiscovery {
     pub every: Option<Str>,
     #[serde(default)]
     pub zones: BTreeMap<String, Str>,
+    pub management_url: Option<Str>,
+    pub user: Option<Str>,
+    pub password: Option<Str>,
+    pub password_env: Option<Str>,
+    pub password_file: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -84,23 +84,16 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
     out
 }
 
-/// `[targets.discovery]`: a Kafka target whose addresses bootstrap the cluster; its brokers are
-/// found, so it names none.
+/// `[targets.discovery]`: the target names a cluster (Kafka: by its bootstrap addresses;
+/// AMQP: by its management API) whose brokers or nodes are found, so it names none.
 fn discovery(p: &mut Problems, path: &str, t: &RawTarget, d: &toml::Spanned<RawDiscovery>) -> Discovery {
+    let target_path = path;
     let path = format!("{path}.discovery");
-    if t.protocol.get_ref() != "kafka" {
-        p.add(
-            path.clone(),
-            Some(d.span()),
-            format!(
-                "only applies to kafka targets, but this target's protocol is {}",
-                quoted(t.protocol.get_ref())
-            ),
-        );
-    }
+    let raw = d.get_ref();
+    let kafka = t.protocol.get_ref() == "kafka";
     if let Some(id) = &t.broker_id {
         p.add(
-            format!("{}.broker_id", path.trim_end_matches(".discovery")),
+            format!("{target_path}.broker_id"),
             Some(id.span()),
             "a discovered target names no broker: each broker found gets its own target".into(),
         );
@@ -108,14 +101,14 @@ fn discovery(p: &mut Problems, path: &str, t: &RawTarget, d: &toml::Spanned<RawD
     let every = values::duration_in(
         p,
         &format!("{path}.every"),
-        d.get_ref().every.as_ref(),
+        raw.every.as_ref(),
         Duration::from_secs(30),
         (Duration::from_secs(1), Duration::from_secs(3600)),
     );
     let mut zones = BTreeMap::new();
-    for (id, zone) in &d.get_ref().zones {
+    for (id, zone) in &raw.zones {
         let key = format!("{path}.zones.{}", super::error::key(id));
-        if id.parse::<i32>().map_or(true, |n| n < 0) {
+        if kafka && id.parse::<i32>().map_or(true, |n| n < 0) {
             p.add(
                 key.clone(),
                 Some(zone.span()),
@@ -125,7 +118,68 @@ fn discovery(p: &mut Problems, path: &str, t: &RawTarget, d: &toml::Spanned<RawD
         values::name(p, &key, zone);
         zones.insert(id.clone(), zone.get_ref().clone());
     }
-    Discovery { every, zones }
+    let management = if kafka {
+        let amqp_only =
+            [&raw.management_url, &raw.user, &raw.password, &raw.password_env, &raw.password_file];
+        if let Some(v) = amqp_only.into_iter().flatten().next() {
+            p.add(
+                path.clone(),
+                Some(v.span()),
+                "management_url, user and passwords only apply to amqp targets (a Kafka cluster is read through its bootstrap addresses)".into(),
+            );
+        }
+        None
+    } else {
+        management(p, &path, raw, d.span())
+    };
+    Discovery { every, zones, management }
+}
+
+/// An AMQP target's management API: `http://host:port`, a user and a password source.
+fn management(
+    p: &mut Problems,
+    path: &str,
+    raw: &RawDiscovery,
+    span: std::ops::Range<usize>,
+) -> Option<Management> {
+    let Some(url) = &raw.management_url else {
+        p.add(
+            path.to_owned(),
+            Some(span),
+            "an amqp target's nodes are listed by the RabbitMQ management API: set management_url (e.g. \"http://127.0.0.1:15672\")".into(),
+        );
+        return None;
+    };
+    let key = format!("{path}.management_url");
+    let address = match url.get_ref().strip_prefix("http://") {
+        Some(rest) => rest.trim_end_matches('/').to_owned(),
+        None => {
+            p.add(
+                key,
+                Some(url.span()),
+                format!("{} is not an http:// URL (https is not supported: reach the API over a trusted network or a local proxy)", quoted(url.get_ref())),
+            );
+            return None;
+        }
+    };
+    values::address(p, &key, &toml::Spanned::new(url.span(), address.clone()));
+    let Some(user) = &raw.user else {
+        p.add(
+            format!("{path}.user"),
+            Some(url.span()),
+            "the management API needs a user (tagged monitoring)".into(),
+        );
+        return None;
+    };
+    let credentials = values::credentials(
+        p,
+        path,
+        user,
+        raw.password.as_ref(),
+        raw.password_env.as_ref(),
+        raw.password_file.as_ref(),
+    )?;
+    Some(Management { address, credentials })
 }
 
 fn label(p: &mut Problems, path: &str, key: &str, value: &Str) {
