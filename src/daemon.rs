@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::clients::discovery::{self, DiscoveryError, Known};
+use crate::clients::discovery::{self, Answer, Known};
 use crate::clients::ClientError;
 use crate::config::{ConfigSource, ValidatedConfig};
 use crate::correlator::Correlator;
@@ -227,11 +227,12 @@ struct RunLoop {
     source: ValidatedConfig,
     /// The brokers of the discovered targets.
     known: Known,
-    /// When each discovered target is read next; absent while a read is under way.
+    /// When each discovered target is read next (far ahead while a read is under way, so reads
+    /// never overlap).
     due: BTreeMap<String, Instant>,
     /// Where discovery reads send their answers, and where the run loop takes them.
-    found: mpsc::Sender<(String, Result<Vec<crate::config::Found>, DiscoveryError>)>,
-    answers: mpsc::Receiver<(String, Result<Vec<crate::config::Found>, DiscoveryError>)>,
+    found: mpsc::Sender<Answer>,
+    answers: mpsc::Receiver<Answer>,
     watch: ConfigWatch,
     reload_requests: mpsc::Receiver<ReloadRequest>,
     /// SIGHUP, when the daemon reloads on it.
@@ -292,7 +293,7 @@ impl RunLoop {
     }
 
     /// Takes one discovery answer; applies a changed broker set like a reload.
-    fn discovered(&mut self, name: String, answer: Result<Vec<crate::config::Found>, DiscoveryError>) {
+    fn discovered(&mut self, (name, answer): Answer) {
         if let Some(d) =
             self.source.targets.iter().find(|t| t.name == name).and_then(|t| t.discovery.as_ref())
         {
@@ -368,8 +369,8 @@ impl RunLoop {
                     self.discover_due();
                     continue;
                 }
-                Some((name, answer)) = self.answers.recv() => {
-                    self.discovered(name, answer);
+                Some(answer) = self.answers.recv() => {
+                    self.discovered(answer);
                     continue;
                 }
             };

@@ -28,6 +28,9 @@ pub enum DiscoveryError {
     Secret(String),
 }
 
+/// One read's answer, for the target it names.
+pub type Answer = (String, Result<Vec<Found>, DiscoveryError>);
+
 /// The longest wait for the management API's answers: the probe timeout, but at least this.
 const MANAGEMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 

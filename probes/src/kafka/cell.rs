@@ -68,6 +68,21 @@ pub struct KafkaCell {
     replicas: Mutex<Option<(usize, usize)>>,
 }
 
+/// What one metadata read found for a cell.
+struct Looked {
+    /// The pinned partition's leader changed.
+    moved: Option<Move>,
+    /// The partition to probe; `None` when the cell's broker leads none.
+    chosen: Option<PartitionInfo>,
+}
+
+/// A leadership move of a partition.
+struct Move {
+    partition: i32,
+    from: i32,
+    to: i32,
+}
+
 /// The partition a cell probes: with a broker named, a partition that broker leads (the pinned
 /// one while it still does, so a cell moves only when leadership moved); without, the pinned one
 /// or one picked by the cell's key. `None` when the named broker leads no partition.
@@ -138,8 +153,8 @@ impl KafkaCell {
         let found = self.lookup(clients, pinned).await;
         let mut pin = self.pin.lock().expect("pin lock");
         match found {
-            Ok((moved, chosen)) => {
-                if let Some((partition, from, to)) = moved {
+            Ok(Looked { moved, chosen }) => {
+                if let Some(Move { partition, from, to }) = moved {
                     self.leader_changes.fetch_add(1, Ordering::Relaxed);
                     let follows = match (self.broker_id, chosen) {
                         (None, _) => "the cell keeps its partition",
@@ -179,14 +194,9 @@ impl KafkaCell {
     }
 
     /// Reads the topic's partitions (creating the topic first when nothing is pinned) and picks
-    /// the cell's ([`choose`]); assigns a newly chosen partition. Also returns a leadership move
-    /// of the pinned partition: `(partition, from, to)`.
-    #[allow(clippy::type_complexity)]
-    async fn lookup(
-        &self,
-        clients: &Clients,
-        pinned: Option<(i32, i32)>,
-    ) -> Result<(Option<(i32, i32, i32)>, Option<PartitionInfo>), ProbeError> {
+    /// the cell's ([`choose`]); assigns a newly chosen partition. Also tells a leadership move of
+    /// the pinned partition.
+    async fn lookup(&self, clients: &Clients, pinned: Option<(i32, i32)>) -> Result<Looked, ProbeError> {
         if pinned.is_none() {
             clients.ensure_topic(&self.topic).await?;
         }
@@ -198,14 +208,18 @@ impl KafkaCell {
             .filter(|p| !p.is_empty())
             .ok_or(ProbeError::Connect(ErrorKind::NotFound))?;
         let moved = pinned.and_then(|(p, from)| {
-            partitions.iter().find(|x| x.id == p && x.leader != from).map(|x| (p, from, x.leader))
+            partitions.iter().find(|x| x.id == p && x.leader != from).map(|x| Move {
+                partition: p,
+                from,
+                to: x.leader,
+            })
         });
         let chosen = choose(&partitions, pinned.map(|(p, _)| p), self.broker_id, self.cell_key);
         if let Some(c) = chosen.filter(|c| pinned.map(|(p, _)| p) != Some(c.id)) {
             self.cluster.route(clients, &self.topic, c.id, self.cell_key, &self.tx).await?;
             info!(topic = %self.topic, partition = c.id, leader = c.leader, "cell pinned to partition");
         }
-        Ok((moved, chosen))
+        Ok(Looked { moved, chosen })
     }
 }
 
