@@ -5,6 +5,11 @@
 //! reloads: a [`ReloadPlan`] is made once, the evaluator builds its correlator for it, the worker
 //! pool applies it, and the evaluator switches to it.
 //!
+//! Discovered targets ([`crate::clients::discovery`]): their brokers are read before the
+//! workers start and again every target's `every`; a changed broker set becomes a
+//! [`ReloadPlan`] of the file's configuration expanded with the brokers known, applied like a
+//! reload (kept cells keep their workers, series and windows).
+//!
 //! Stop order ([`crate::shutdown`]): workers stop scheduling and finish their probes in flight
 //! (at most one timeout), then the broker clients close, then the evaluator takes the last
 //! observations and evaluates once more, and the HTTP server stops last, so the final scrape
@@ -12,6 +17,7 @@
 //! [`STOP_MARGIN`]; past that, what still runs is left behind and the stop is an error. A second
 //! SIGINT or SIGTERM during the stop ends `run` at once.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::clients::discovery::{self, Answer, Known};
 use crate::clients::ClientError;
 use crate::config::{ConfigSource, ValidatedConfig};
 use crate::correlator::Correlator;
@@ -96,8 +103,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Binds the HTTP address, then starts probing. Returns once everything runs.
-    pub async fn start(config: ValidatedConfig, options: RunOptions) -> Result<Daemon, DaemonError> {
+    /// Binds the HTTP address, reads the discovered targets' brokers, then starts probing.
+    /// Returns once everything runs.
+    pub async fn start(source: ValidatedConfig, options: RunOptions) -> Result<Daemon, DaemonError> {
+        let mut known = Known::default();
+        discovery::read_all(&source, &mut known).await;
+        let config = source.discovered(known.sets());
         let web = crate::web::Web::load(&config.daemon.web)?;
         let listener = server::bind(config.daemon.listen)
             .await
@@ -153,9 +164,20 @@ impl Daemon {
             "crossprobe started"
         );
         let evaluator = Evaluator::new(config, correlator, metrics, published, record);
+        let (found, answers) = mpsc::channel(16);
         let run = RunLoop {
             pool,
             evaluator,
+            // Every discovered target was just read; one added by a reload is read at once.
+            due: source
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), Instant::now() + t.discovery.as_ref()?.every)))
+                .collect(),
+            source,
+            known,
+            found,
+            answers,
             watch: ConfigWatch::new(options.source, options.watch),
             reload_requests,
             hangups,
@@ -201,6 +223,16 @@ impl Daemon {
 struct RunLoop {
     pool: WorkerPool,
     evaluator: Evaluator,
+    /// The configuration as the file has it: discovered targets not expanded.
+    source: ValidatedConfig,
+    /// The brokers of the discovered targets.
+    known: Known,
+    /// When each discovered target is read next (far ahead while a read is under way, so reads
+    /// never overlap).
+    due: BTreeMap<String, Instant>,
+    /// Where discovery reads send their answers, and where the run loop takes them.
+    found: mpsc::Sender<Answer>,
+    answers: mpsc::Receiver<Answer>,
     watch: ConfigWatch,
     reload_requests: mpsc::Receiver<ReloadRequest>,
     /// SIGHUP, when the daemon reloads on it.
@@ -225,8 +257,58 @@ impl RunLoop {
         for w in &next.warnings {
             warn!(warning = %w, "the reloaded configuration is valid, but probably not what was meant");
         }
-        let plan = ReloadPlan::new(self.evaluator.config(), next)?;
-        self.evaluator.reload(plan, &mut self.pool)
+        let plan = ReloadPlan::new(self.evaluator.config(), next.discovered(self.known.sets()))?;
+        let applied = self.evaluator.reload(plan, &mut self.pool)?;
+        self.source = next;
+        self.known.retain(&self.source);
+        self.due.retain(|name, _| self.source.targets.iter().any(|t| &t.name == name));
+        Ok(applied)
+    }
+
+    /// Starts a read of every discovered target that is due (and not being read), each on its
+    /// own tracked task that sends the answer back to the run loop.
+    fn discover_due(&mut self) {
+        let now = Instant::now();
+        for (i, t) in self.source.targets.iter().enumerate() {
+            if t.discovery.is_none() {
+                continue;
+            }
+            let due = *self.due.entry(t.name.clone()).or_insert(now);
+            if due > now {
+                continue;
+            }
+            // Set again when the answer arrives; a read never overlaps the previous one.
+            self.due.insert(t.name.clone(), now + Duration::from_secs(365 * 86_400));
+            let (config, found, name) = (self.source.clone(), self.found.clone(), t.name.clone());
+            let stop = self.shutdown.request().clone();
+            self.shutdown.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    answer = discovery::read(&config, i) => {
+                        let _ = found.send((name, answer)).await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Takes one discovery answer; applies a changed broker set like a reload.
+    fn discovered(&mut self, (name, answer): Answer) {
+        if let Some(d) =
+            self.source.targets.iter().find(|t| t.name == name).and_then(|t| t.discovery.as_ref())
+        {
+            self.due.insert(name.clone(), Instant::now() + d.every);
+        }
+        if !self.known.update(&name, answer) {
+            return;
+        }
+        let next = self.source.discovered(self.known.sets());
+        let result = ReloadPlan::new(self.evaluator.config(), next)
+            .and_then(|plan| self.evaluator.reload(plan, &mut self.pool));
+        match result {
+            Ok(applied) => info!(target = %name, %applied, "discovery: brokers changed; cells applied"),
+            Err(e) => error!(target = %name, error = %e, "discovery: cannot apply the brokers found"),
+        }
     }
 
     /// Feeds observations to the evaluator, ticks it, applies reloads; on a stop request, stops
@@ -256,6 +338,7 @@ impl RunLoop {
         let mut tick = self.evaluator.config().correlator.tick;
         let mut ticker = new_ticker(tick);
         let mut watch = new_ticker(self.watch.every().unwrap_or(Duration::from_secs(3600)));
+        let mut discover = new_ticker(Duration::from_secs(1));
         let stop = self.shutdown.request().clone();
         loop {
             let reply = tokio::select! {
@@ -278,7 +361,16 @@ impl RunLoop {
                 }
                 _ = ticker.tick() => {
                     self.evaluator.set_pool(self.pool.in_flight(), self.pool.reconnects());
+                    self.evaluator.set_partitions(&self.pool.partitions());
                     self.evaluator.tick();
+                    continue;
+                }
+                _ = discover.tick(), if self.source.discovers() => {
+                    self.discover_due();
+                    continue;
+                }
+                Some(answer) = self.answers.recv() => {
+                    self.discovered(answer);
                     continue;
                 }
             };
@@ -334,6 +426,18 @@ pub async fn run(config: ValidatedConfig, options: RunOptions) -> Result<(), Dae
     }
     info!("stopped");
     Ok(())
+}
+
+/// Reads the discovered targets' brokers, runs one probe per cell of the configuration they
+/// make, and returns that configuration with each cell's result, in matrix order.
+pub async fn once_discovered(
+    source: &ValidatedConfig,
+) -> Result<(ValidatedConfig, Vec<Option<ProbeResult>>), DaemonError> {
+    let mut known = Known::default();
+    discovery::read_all(source, &mut known).await;
+    let config = source.discovered(known.sets());
+    let results = once(&config).await?;
+    Ok((config, results))
 }
 
 /// Runs one probe per cell and returns each cell's result, in matrix order.

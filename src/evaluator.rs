@@ -168,6 +168,11 @@ impl Evaluator {
         self.reconnects = (kafka, amqp);
     }
 
+    /// The Kafka cells' partition views (leadership moves, replicas), in matrix order.
+    pub fn set_partitions(&self, partitions: &[Option<crossprobe_probes::backend::PartitionHealth>]) {
+        self.metrics.set_partitions(partitions);
+    }
+
     /// One evaluation tick: stale cells forgotten, then verdict, cell states and readiness
     /// published.
     pub fn tick(&mut self) {

@@ -15,7 +15,8 @@
 //!    Prometheus counters; summed up as incidents) and `localize`.
 //! 5. [`correlator`]: cell states, the scopes that explain failing cells, the verdict.
 //!    [`metrics`]: every exported metric, created at start-up, rendered for `/metrics`.
-//!    [`clients`]: validated config to broker clients, shared per cluster or connection.
+//!    [`clients`]: validated config to broker clients, shared per cluster or connection; the
+//!    discovery reads (Kafka metadata, RabbitMQ management API) and their last known answers.
 //!    [`tables`]: the tables the CLI prints.
 //!    [`web`]: `[daemon.web]`: HTTPS, basic auth, connection limits and timeouts.
 //! 6. [`config`]: the TOML file, strict parsing, validation that reports every mistake.

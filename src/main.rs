@@ -170,6 +170,7 @@ fn main() -> ExitCode {
                         eprintln!("warning: {}", w.render(&path));
                     }
                     print!("{}", crossprobe::tables::matrix_table(&config));
+                    print!("{}", crossprobe::tables::discovered(&config));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -186,8 +187,9 @@ fn main() -> ExitCode {
             init_logging(config.daemon.log_format);
             log_warnings(&path, &config);
             log_shard(&shard, &config);
-            match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once(&config))?)) {
-                Ok(results) => {
+            match runtime().and_then(|rt| Ok(rt.block_on(crossprobe::daemon::once_discovered(&config))?)) {
+                Ok((config, results)) => {
+                    print!("{}", crossprobe::tables::discovered(&config));
                     print!("{}", crossprobe::tables::once_table(&config, &results));
                     let all_ok = results.iter().all(|r| r.is_some_and(|r| !r.outcome.is_failure()));
                     if all_ok {

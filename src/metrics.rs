@@ -256,6 +256,17 @@ impl Metrics {
         };
     }
 
+    /// The Kafka cells' partition views, in matrix order (`None`: not a Kafka cell, or not
+    /// resolved yet).
+    pub fn set_partitions(&self, partitions: &[Option<crossprobe_probes::backend::PartitionHealth>]) {
+        let table = self.table.read().expect("table lock");
+        for (s, h) in table.cells.iter().zip(partitions) {
+            if let (Some(p), Some(h)) = (&s.partition, h) {
+                p.set(h);
+            }
+        }
+    }
+
     /// Cell states in matrix order: 0 healthy, 1 failing, -1 unknown.
     pub fn set_cell_states(&self, states: impl IntoIterator<Item = i64>) {
         let table = self.table.read().expect("table lock");

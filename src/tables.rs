@@ -55,6 +55,31 @@ pub fn matrix_table(config: &ValidatedConfig) -> String {
     out
 }
 
+/// One line per discovered target (`check`: where its brokers are read from, its cells being
+/// those of the bootstrap until then) and per broker discovery made a target of (`once`).
+pub fn discovered(config: &ValidatedConfig) -> String {
+    let mut out = String::new();
+    for t in &config.targets {
+        if let Some(d) = &t.discovery {
+            let _ = writeln!(
+                out,
+                "target \"{}\" is discovered: its brokers are read from {} every {}; until an answer its cells probe the bootstrap",
+                t.name,
+                t.addresses.join(","),
+                humantime::format_duration(d.every)
+            );
+        }
+        if let Some(at) = &t.discovered_at {
+            let _ = writeln!(
+                out,
+                "target \"{}\" was discovered: broker {} at {at}, az {}",
+                t.name, t.broker, t.az
+            );
+        }
+    }
+    out
+}
+
 /// One row per cell with the outcome of its probe and its latencies in milliseconds.
 pub fn once_table(config: &ValidatedConfig, results: &[Option<ProbeResult>]) -> String {
     let m = &config.matrix;

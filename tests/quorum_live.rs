@@ -10,93 +10,27 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use crossprobe::config::{QueueKind, ValidatedConfig};
 use crossprobe::shutdown::Shutdown;
 use crossprobe::workers::WorkerPool;
 use crossprobe_probes::outcome::{ErrorKind, Outcome};
-use support::collect;
+use support::{collect, Cluster};
 
-/// A clustered set of local zones, taken down on drop.
-struct Cluster {
-    base: u16,
-    env: Vec<(String, String)>,
-    /// `export NAME=VALUE` lines of `crossprobe-local env`.
-    vars: BTreeMap<String, String>,
-}
-
-impl Cluster {
-    fn up() -> Cluster {
-        let base: u16 = std::env::var("CROSSPROBE_TEST_CLUSTER_PORT_BASE")
-            .ok()
-            .and_then(|b| b.parse().ok())
-            .unwrap_or(21000);
-        let state = std::env::temp_dir().join(format!("crossprobe-cluster-{base}"));
-        let env = vec![
-            ("CROSSPROBE_LOCAL_STATE".to_owned(), state.to_str().unwrap().to_owned()),
-            ("CROSSPROBE_LOCAL_PORT_BASE".to_owned(), base.to_string()),
-            ("CROSSPROBE_LOCAL_AMQP_CLUSTER".to_owned(), "1".to_owned()),
-        ];
-        let mut cluster = Cluster { base, env, vars: BTreeMap::new() };
-        let up = cluster.ctl(&["up"]);
-        assert!(up.status.success(), "up failed: {}", String::from_utf8_lossy(&up.stderr));
-        let vars = String::from_utf8(cluster.ctl(&["env"]).stdout).unwrap();
-        cluster.vars = vars
-            .lines()
-            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
-            .collect();
-        cluster
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/crossprobe-local"))
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .expect("crossprobe-local runs")
-    }
-
-    fn var(&self, name: &str) -> &str {
-        self.vars.get(name).unwrap_or_else(|| panic!("{name} not in crossprobe-local env: {:?}", self.vars))
-    }
-
-    /// A RabbitMQ command line tool run against node `rabbit-<zone>`; panics when it fails.
-    fn rabbit(&self, tool: &str, zone: &str, args: &[&str]) -> String {
-        let out = support::rabbitmq_tool(tool, &format!("rabbit-{zone}@localhost"), self.base)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The node that leads `queue` in vhost `acme`, and how many of its members are online.
-    fn leader(&self, queue: &str) -> (String, usize) {
-        let listing =
-            self.rabbit("rabbitmqctl", "a", &["-q", "list_queues", "-p", "acme", "name", "leader", "online"]);
-        let line = listing
-            .lines()
-            .find(|l| l.starts_with(&format!("{queue}\t")))
-            .unwrap_or_else(|| panic!("{queue} not in:\n{listing}"));
-        let mut fields = line.split('\t').skip(1);
-        let leader = fields.next().unwrap().to_owned();
-        let online = fields.next().unwrap_or("").matches('@').count();
-        (leader, online)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let down = self.ctl(&["down"]);
-        if !down.status.success() {
-            eprintln!("down failed: {}", String::from_utf8_lossy(&down.stderr));
-        }
-    }
+/// The node that leads `queue` in vhost `acme`, and how many of its members are online.
+fn leader(cluster: &Cluster, queue: &str) -> (String, usize) {
+    let listing =
+        cluster.rabbit("rabbitmqctl", "a", &["-q", "list_queues", "-p", "acme", "name", "leader", "online"]);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(&format!("{queue}\t")))
+        .unwrap_or_else(|| panic!("{queue} not in:\n{listing}"));
+    let mut fields = line.split('\t').skip(1);
+    let leader = fields.next().unwrap().to_owned();
+    let online = fields.next().unwrap_or("").matches('@').count();
+    (leader, online)
 }
 
 /// `config/examples/local-quorum.toml` on the cluster's nodes, with the passwords in files.
@@ -140,7 +74,7 @@ async fn a_paused_quorum_leader_times_publishes_out_until_a_new_leader_is_electe
     let cell = config.matrix.cells().iter().find(|c| c.id.as_str() == "rabbit-a/acme").unwrap();
     let queue =
         crossprobe::clients::queue_name(&config.daemon.instance, p.instance_id(), cell, QueueKind::Quorum);
-    assert_eq!(cluster.leader(&queue).0, "rabbit-a@localhost");
+    assert_eq!(leader(&cluster, &queue).0, "rabbit-a@localhost");
     cluster.rabbit(
         "rabbitmq-queues",
         "a",
@@ -149,7 +83,7 @@ async fn a_paused_quorum_leader_times_publishes_out_until_a_new_leader_is_electe
     cluster.rabbit("rabbitmq-queues", "a", &["add_member", "--vhost", "acme", &queue, "rabbit-a@localhost"]);
     let leader =
         support::eventually("a new leader with three replicas online", Duration::from_secs(30), || {
-            let (leader, online) = cluster.leader(&queue);
+            let (leader, online) = leader(&cluster, &queue);
             (leader != "rabbit-a@localhost" && online == 3)
                 .then_some(leader.clone())
                 .ok_or(format!("{leader}, {online} online"))

@@ -75,6 +75,24 @@ pub trait CellBackend: Send + Sync + 'static {
     fn retire(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// What the cell knows of the partition it probes (Kafka): leadership moves seen and the
+    /// partition's replicas. `None` for backends without partitions, or before the first
+    /// metadata answer.
+    fn partition(&self) -> Option<PartitionHealth> {
+        None
+    }
+}
+
+/// A Kafka cell's view of its partition, read by the daemon at each evaluation tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionHealth {
+    /// Leadership moves of the cell's partition seen since the cell started.
+    pub leader_changes: u64,
+    /// The partition's replication factor, at the last metadata read.
+    pub replicas: usize,
+    /// Its in-sync replicas then.
+    pub in_sync: usize,
 }
 
 /// Forwards a delivery without blocking the client's receive loop: a cell that does not keep

@@ -25,10 +25,13 @@ pub enum ErrorKind {
     Broker,
     /// The client itself is unavailable (being rebuilt, shut down).
     Client,
+    /// The consumer group's coordinator did not take the offset commit (Kafka group stage):
+    /// consumers in groups are stuck while produce and fetch may still work.
+    Coordinator,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Timeout,
         ErrorKind::Refused,
         ErrorKind::Auth,
@@ -38,6 +41,7 @@ impl ErrorKind {
         ErrorKind::NotFound,
         ErrorKind::Broker,
         ErrorKind::Client,
+        ErrorKind::Coordinator,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +55,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Broker => "broker",
             ErrorKind::Client => "client",
+            ErrorKind::Coordinator => "coordinator",
         }
     }
 }

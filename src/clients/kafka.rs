@@ -53,7 +53,13 @@ pub(super) fn spec<'a>(
         topic_retention: k.topic_retention,
         interval: target.probe.interval,
     };
-    Ok(ClientSpec::Kafka { key, config, topic: t.topic.clone(), broker_id: k.broker_id })
+    Ok(ClientSpec::Kafka {
+        key,
+        config,
+        topic: t.topic.clone(),
+        broker_id: k.broker_id,
+        group: k.group_commit,
+    })
 }
 
 fn security(s: KafkaSecurity) -> &'static str {

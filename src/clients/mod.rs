@@ -4,11 +4,15 @@
 //!
 //! - [`kafka`]: a Kafka cell's client settings (security, SASL, CA, fetch wait).
 //! - [`amqp`]: an AMQP cell's connection settings and its probe queue.
+//! - [`discovery`]: reading a discovered target's brokers, and the last known set of each.
+//! - [`management`]: the RabbitMQ management API's running nodes and their AMQP listeners.
 //! - [`pool`]: the clients in use, keyed by everything they are built from, created, shared and
 //!   retired as the matrix changes.
 
 pub mod amqp;
+pub mod discovery;
 pub mod kafka;
+pub mod management;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -51,7 +55,7 @@ pub struct CellSpec {
 
 /// A cell's client settings, by protocol; `key` identifies the shared client.
 enum ClientSpec {
-    Kafka { key: u64, config: KafkaClientConfig, topic: String, broker_id: Option<i32> },
+    Kafka { key: u64, config: KafkaClientConfig, topic: String, broker_id: Option<i32>, group: bool },
     Amqp { key: u64, config: AmqpClientConfig, queue: QueueSpec },
 }
 
@@ -98,7 +102,7 @@ impl CellSpec {
             Endpoint::Amqp(a) => amqp::spec(&config.daemon.instance, run, cell, target, a, tenant, reads)?,
         };
         let cell_part = match &client {
-            ClientSpec::Kafka { key, topic, broker_id, .. } => hash(&(key, topic, broker_id)),
+            ClientSpec::Kafka { key, topic, broker_id, group, .. } => hash(&(key, topic, broker_id, group)),
             ClientSpec::Amqp { key, queue, .. } => {
                 hash(&(key, &queue.name, queue.ttl, queue.max_length, queue.expires))
             }

@@ -53,7 +53,7 @@ impl ClientPool {
     ) -> Result<CellClient, ClientError> {
         let key = spec.client_key();
         let (backend, deliveries): (Arc<dyn CellBackend>, _) = match &spec.client {
-            ClientSpec::Kafka { config, topic, broker_id, .. } => {
+            ClientSpec::Kafka { config, topic, broker_id, group, .. } => {
                 let cluster = match self.kafka.get(&key) {
                     Some(c) => c.client.clone(),
                     None => {
@@ -65,7 +65,7 @@ impl ClientPool {
                         cluster
                     }
                 };
-                let (backend, rx) = cluster.cell(topic, *broker_id, cell_key);
+                let (backend, rx) = cluster.cell(topic, *broker_id, *group, cell_key);
                 (Arc::new(backend), rx)
             }
             ClientSpec::Amqp { config, queue, .. } => {

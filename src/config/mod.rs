@@ -4,6 +4,7 @@
 //! checks every value, collecting all problems with their key paths, resolves per-target
 //! overrides and expands the probe matrix. Only a [`ValidatedConfig`] can start the daemon.
 
+mod discovered;
 mod error;
 mod expand;
 mod parse;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use crossprobe_probes::amqp::QueueKind;
 pub use crossprobe_probes::Protocol;
+pub use discovered::Found;
 pub use error::{escaped, quoted, ConfigError, Problem, MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS};
 pub use web::{PasswordHash, TlsFiles, WebSettings};
 
@@ -181,6 +183,31 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     pub probe: ProbeSettings,
     pub endpoint: Endpoint,
+    /// `[targets.discovery]`: the addresses bootstrap a cluster whose brokers become targets.
+    pub discovery: Option<Discovery>,
+    /// For a target made by discovery, the broker's advertised address (the cells reach it
+    /// through the cluster's bootstrap clients).
+    pub discovered_at: Option<String>,
+}
+
+/// How a target's brokers are discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// How often the cluster's metadata is read again.
+    pub every: Duration,
+    /// Zone of each broker (Kafka broker id, RabbitMQ node name); those not listed are in the
+    /// target's `az`.
+    pub zones: BTreeMap<String, String>,
+    /// AMQP: the RabbitMQ management API that lists the cluster's running nodes.
+    pub management: Option<Management>,
+}
+
+/// A RabbitMQ management API endpoint and its credentials (a user tagged `monitoring`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Management {
+    /// `host:port` of the API (plain HTTP).
+    pub address: String,
+    pub credentials: Credentials,
 }
 
 impl Target {
@@ -210,6 +237,9 @@ pub struct KafkaTarget {
     pub security_protocol: KafkaSecurity,
     pub sasl_mechanism: Option<SaslMechanism>,
     pub ca_file: Option<PathBuf>,
+    /// The group stage: each probe commits its partition's position through the consumer
+    /// group first, so a coordinator failure is seen (`connect_failed{kind=coordinator}`).
+    pub group_commit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +301,7 @@ pub struct AmqpTenant {
     pub credentials: Credentials,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
     pub password: Secret,

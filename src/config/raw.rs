@@ -82,6 +82,21 @@ pub struct RawTarget {
     pub message_size: Option<Spanned<i64>>,
     pub kafka: Option<Spanned<RawKafkaTarget>>,
     pub amqp: Option<Spanned<RawAmqpTarget>>,
+    pub discovery: Option<Spanned<RawDiscovery>>,
+}
+
+/// `[targets.discovery]`: the target names a cluster; its brokers are read from it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub every: Option<Str>,
+    #[serde(default)]
+    pub zones: BTreeMap<String, Str>,
+    pub management_url: Option<Str>,
+    pub user: Option<Str>,
+    pub password: Option<Str>,
+    pub password_env: Option<Str>,
+    pub password_file: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +107,7 @@ pub struct RawKafkaTarget {
     pub security_protocol: Option<Str>,
     pub sasl_mechanism: Option<Str>,
     pub ca_file: Option<Str>,
+    pub group_commit: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

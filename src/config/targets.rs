@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{quoted, Problems};
-use super::raw::{RawAmqpTarget, RawKafkaTarget, RawTarget, Str};
+use super::raw::{RawAmqpTarget, RawDiscovery, RawKafkaTarget, RawTarget, Str};
 use super::values::{self, Limits};
 use super::*;
 use crate::matrix::{BASE_DIMENSIONS, MAX_DIMENSIONS};
@@ -60,6 +60,7 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
             t.message_size.as_ref(),
         );
         let endpoint = endpoint(p, &path, t, probe.unwrap_or(defaults).timeout);
+        let discovery = t.discovery.as_ref().map(|d| discovery(p, &path, t, d));
         if let (Some(probe), Some(endpoint)) = (probe, endpoint) {
             if p.len() == errors_before {
                 out.push((
@@ -71,6 +72,8 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
                         labels: t.labels.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect(),
                         probe,
                         endpoint,
+                        discovery,
+                        discovered_at: None,
                     },
                     i,
                 ));
@@ -79,6 +82,104 @@ pub(super) fn targets(p: &mut Problems, raw: &[RawTarget], defaults: ProbeSettin
     }
     same_label_keys(p, raw);
     out
+}
+
+/// `[targets.discovery]`: the target names a cluster (Kafka: by its bootstrap addresses;
+/// AMQP: by its management API) whose brokers or nodes are found, so it names none.
+fn discovery(p: &mut Problems, path: &str, t: &RawTarget, d: &toml::Spanned<RawDiscovery>) -> Discovery {
+    let target_path = path;
+    let path = format!("{path}.discovery");
+    let raw = d.get_ref();
+    let kafka = t.protocol.get_ref() == "kafka";
+    if let Some(id) = &t.broker_id {
+        p.add(
+            format!("{target_path}.broker_id"),
+            Some(id.span()),
+            "a discovered target names no broker: each broker found gets its own target".into(),
+        );
+    }
+    let every = values::duration_in(
+        p,
+        &format!("{path}.every"),
+        raw.every.as_ref(),
+        Duration::from_secs(30),
+        (Duration::from_secs(1), Duration::from_secs(3600)),
+    );
+    let mut zones = BTreeMap::new();
+    for (id, zone) in &raw.zones {
+        let key = format!("{path}.zones.{}", super::error::key(id));
+        if kafka && id.parse::<i32>().map_or(true, |n| n < 0) {
+            p.add(
+                key.clone(),
+                Some(zone.span()),
+                format!("{} is not a broker id (a whole number)", quoted(id)),
+            );
+        }
+        values::name(p, &key, zone);
+        zones.insert(id.clone(), zone.get_ref().clone());
+    }
+    let management = if kafka {
+        let amqp_only =
+            [&raw.management_url, &raw.user, &raw.password, &raw.password_env, &raw.password_file];
+        if let Some(v) = amqp_only.into_iter().flatten().next() {
+            p.add(
+                path.clone(),
+                Some(v.span()),
+                "management_url, user and passwords only apply to amqp targets (a Kafka cluster is read through its bootstrap addresses)".into(),
+            );
+        }
+        None
+    } else {
+        management(p, &path, raw, d.span())
+    };
+    Discovery { every, zones, management }
+}
+
+/// An AMQP target's management API: `http://host:port`, a user and a password source.
+fn management(
+    p: &mut Problems,
+    path: &str,
+    raw: &RawDiscovery,
+    span: std::ops::Range<usize>,
+) -> Option<Management> {
+    let Some(url) = &raw.management_url else {
+        p.add(
+            path.to_owned(),
+            Some(span),
+            "an amqp target's nodes are listed by the RabbitMQ management API: set management_url (e.g. \"http://127.0.0.1:15672\")".into(),
+        );
+        return None;
+    };
+    let key = format!("{path}.management_url");
+    let address = match url.get_ref().strip_prefix("http://") {
+        Some(rest) => rest.trim_end_matches('/').to_owned(),
+        None => {
+            p.add(
+                key,
+                Some(url.span()),
+                format!("{} is not an http:// URL (https is not supported: reach the API over a trusted network or a local proxy)", quoted(url.get_ref())),
+            );
+            return None;
+        }
+    };
+    values::address(p, &key, &toml::Spanned::new(url.span(), address.clone()));
+    let Some(user) = &raw.user else {
+        p.add(
+            format!("{path}.user"),
+            Some(url.span()),
+            "the management API needs a user (tagged monitoring)".into(),
+        );
+        return None;
+    };
+    let credentials = values::credentials(
+        p,
+        path,
+        user,
+        raw.password.as_ref(),
+        raw.password_env.as_ref(),
+        raw.password_file.as_ref(),
+    )?;
+    Some(Management { address, credentials })
 }
 
 fn label(p: &mut Problems, path: &str, key: &str, value: &Str) {
@@ -279,6 +380,7 @@ fn kafka(
         security_protocol,
         sasl_mechanism,
         ca_file: ca_file(p, path, k.ca_file.as_ref(), tls, "security_protocol ssl or sasl_ssl"),
+        group_commit: k.group_commit.unwrap_or(false),
     })
 }
 

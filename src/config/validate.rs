@@ -45,7 +45,7 @@ pub(super) fn validate(source: &str, secrets: Secrets) -> Result<ValidatedConfig
 }
 
 /// Reads every password the matrix's cells use (Kafka ones on SASL targets, every AMQP one),
-/// once per source, and reports each that cannot be read, by variable or file name, at the key
+/// and the management API's of discovered AMQP targets, once per source, and reports each that cannot be read, by variable or file name, at the key
 /// that names it. Values are read and dropped, never shown.
 fn missing_secrets(
     p: &mut Problems,
@@ -85,6 +85,18 @@ fn missing_secrets(
             let path = format!("tenants[{}] {}.{protocol}.{key}", cell.tenant, quoted(&tenant.name));
             p.add(path, span, reason);
         }
+    }
+    // The management API's passwords of discovered AMQP targets.
+    for (t, ri) in targets {
+        let Some(m) = t.discovery.as_ref().and_then(|d| d.management.as_ref()) else { continue };
+        let Err(reason) = m.credentials.password.resolve() else { continue };
+        let d = raw.targets[*ri].discovery.as_ref().map(|d| d.get_ref());
+        let (key, span) = match d.map(|d| (&d.password_env, &d.password_file)) {
+            Some((Some(v), _)) => ("password_env", Some(v.span())),
+            Some((None, Some(f))) => ("password_file", Some(f.span())),
+            _ => ("user", None),
+        };
+        p.add(format!("targets[{ri}] {}.discovery.{key}", quoted(&t.name)), span, reason);
     }
 }
 

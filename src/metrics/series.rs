@@ -78,11 +78,43 @@ pub(super) struct CellSeries {
     /// Indexed by stage, then [`ErrorKind::ALL`]; a zero is not exported (created on first use).
     errors: [AtomicU64; STAGES.len() * ErrorKind::ALL.len()],
     pub state: AtomicI64,
+    /// Kafka cells only: their partition's series.
+    pub partition: Option<PartitionSeries>,
+}
+
+/// A Kafka cell's partition: leadership moves counted (across worker restarts: the worker's own
+/// count is followed by its increases) and the replicas at the last metadata read (-1 unknown).
+#[derive(Default)]
+pub(super) struct PartitionSeries {
+    pub leader_changes: AtomicU64,
+    /// The running worker's count when last read.
+    pub seen: AtomicU64,
+    pub replicas: AtomicI64,
+    pub in_sync: AtomicI64,
+}
+
+impl PartitionSeries {
+    /// Takes the running worker's view: its count of moves (restarting at zero with a new
+    /// worker) and the replicas.
+    pub fn set(&self, h: &crossprobe_probes::backend::PartitionHealth) {
+        let seen = self.seen.swap(h.leader_changes, Relaxed);
+        let new = if h.leader_changes >= seen { h.leader_changes - seen } else { h.leader_changes };
+        self.leader_changes.fetch_add(new, Relaxed);
+        self.replicas.store(h.replicas as i64, Relaxed);
+        self.in_sync.store(h.in_sync as i64, Relaxed);
+    }
 }
 
 impl CellSeries {
     fn new(layout: &Layout, labels: &[String]) -> CellSeries {
+        let kafka =
+            layout.dimensions.iter().position(|d| d == "protocol").is_some_and(|i| labels[i] == "kafka");
         CellSeries {
+            partition: kafka.then(|| PartitionSeries {
+                replicas: AtomicI64::new(-1),
+                in_sync: AtomicI64::new(-1),
+                ..PartitionSeries::default()
+            }),
             labels: labels.to_vec(),
             rendered: layout.render(layout.dimensions.iter().cloned().zip(labels.iter().cloned())),
             group: 0,
@@ -226,7 +258,49 @@ impl Table {
         for c in &self.cells {
             sample(out, "crossprobe_cell_state", &c.rendered, &[], c.state.load(Relaxed));
         }
+        self.write_partitions(out);
         self.write_groups(layout, now, out);
+    }
+
+    /// The Kafka cells' partition series: leadership moves from the start, replicas once the
+    /// metadata was read.
+    fn write_partitions(&self, out: &mut String) {
+        let parts = || self.cells.iter().filter_map(|c| c.partition.as_ref().map(|p| (c, p)));
+        family(
+            out,
+            "crossprobe_partition_leader_changes_total",
+            "Leadership moves of the partition a Kafka cell probes; a cell follows the broker it names.",
+            "counter",
+        );
+        for (c, p) in parts() {
+            sample(
+                out,
+                "crossprobe_partition_leader_changes_total",
+                &c.rendered,
+                &[],
+                p.leader_changes.load(Relaxed),
+            );
+        }
+        for (name, help, pick) in [
+            (
+                "crossprobe_partition_replicas",
+                "Replication factor of the partition a Kafka cell probes.",
+                (|p| &p.replicas) as fn(&PartitionSeries) -> &AtomicI64,
+            ),
+            (
+                "crossprobe_partition_in_sync_replicas",
+                "In-sync replicas of the partition a Kafka cell probes; below the replication factor is an early sign of a broker in trouble.",
+                |p| &p.in_sync,
+            ),
+        ] {
+            family(out, name, help, "gauge");
+            for (c, p) in parts() {
+                let v = pick(p).load(Relaxed);
+                if v >= 0 {
+                    sample(out, name, &c.rendered, &[], v);
+                }
+            }
+        }
     }
 
     fn write_groups(&self, layout: &Layout, now: Instant, out: &mut String) {

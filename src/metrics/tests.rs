@@ -406,3 +406,34 @@ fn label_values_are_escaped() {
     assert!(text.contains("crossprobe_cell_state{az=\"a\\\"b\\\\c\\nd\"} -1"), "{text}");
     assert!(text.contains("crossprobe_roundtrip_seconds_count 0"), "one group without labels:\n{text}");
 }
+
+/// A Kafka cell's partition series: the move counter from start-up (AMQP cells have none), the
+/// replicas once known; a worker restarted by a reload counts from zero again, and the exported
+/// counter still only grows.
+#[test]
+fn partition_series_follow_the_workers_and_never_go_down() {
+    use crossprobe_probes::backend::PartitionHealth;
+    let m = metrics();
+    let changes = series("crossprobe_partition_leader_changes_total", &CELL0, &[]);
+    let isr = series("crossprobe_partition_in_sync_replicas", &CELL0, &[]);
+    let text = m.render();
+    assert!(text.contains(&format!("{changes} 0")), "created at start-up");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("crossprobe_partition_leader_changes_total{")).count(),
+        6
+    );
+    assert!(line(&text, &isr).is_none(), "replicas unknown before the metadata was read");
+    let n = m.table.read().unwrap().cells.len();
+    let at = |h: PartitionHealth| {
+        let mut v = vec![None; n];
+        v[0] = Some(h);
+        v
+    };
+    m.set_partitions(&at(PartitionHealth { leader_changes: 2, replicas: 3, in_sync: 3 }));
+    m.set_partitions(&at(PartitionHealth { leader_changes: 3, replicas: 3, in_sync: 2 }));
+    // A new worker after a reload: its own count starts again.
+    m.set_partitions(&at(PartitionHealth { leader_changes: 1, replicas: 3, in_sync: 2 }));
+    let text = m.render();
+    assert_eq!(line(&text, &changes), Some(format!("{changes} 4").as_str()));
+    assert_eq!(line(&text, &isr), Some(format!("{isr} 2").as_str()));
+}

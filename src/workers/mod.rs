@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossprobe_probes::backend::{CellBackend, PartitionHealth};
 use crossprobe_probes::tracker::Tracker;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -98,6 +99,7 @@ struct Running {
     /// Cancelled when the task has ended (its cell released).
     ended: CancellationToken,
     task: JoinHandle<Tracker>,
+    backend: Arc<dyn CellBackend>,
 }
 
 impl Running {
@@ -304,6 +306,7 @@ impl WorkerPool {
         let (out, cancel, done) = (self.out.clone(), stop.clone(), ended.clone());
         let retiring = retire.clone();
         let CellClient { backend, deliveries, key: client_key } = client;
+        let cell_backend = backend.clone();
         let task = self.shutdown.spawn(async move {
             let _ended = done.drop_guard();
             let previous = match predecessor {
@@ -325,7 +328,12 @@ impl WorkerPool {
             }
             tracker
         });
-        Running { worker, fingerprint, client: client_key, stop, retire, ended, task }
+        Running { worker, fingerprint, client: client_key, stop, retire, ended, task, backend: cell_backend }
+    }
+
+    /// Each cell's view of its partition (Kafka cells), in matrix order.
+    pub fn partitions(&self) -> Vec<Option<PartitionHealth>> {
+        self.running.iter().map(|r| r.backend.partition()).collect()
     }
 
     /// How many broker clients are open: (Kafka, AMQP).

@@ -11,8 +11,9 @@
 pub mod prometheus;
 pub mod web;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub const ZONES: [&str; 3] = ["a", "b", "c"];
@@ -363,4 +364,68 @@ pub fn output_within(command: &mut Command, bound: std::time::Duration) -> std::
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// A clustered set of local zones (`CROSSPROBE_LOCAL_AMQP_CLUSTER=1`) with its own state
+/// directory and ports from `CROSSPROBE_TEST_CLUSTER_PORT_BASE` (default 21000), taken down on
+/// drop.
+pub struct Cluster {
+    pub base: u16,
+    env: Vec<(String, String)>,
+    /// `export NAME=VALUE` lines of `crossprobe-local env`.
+    vars: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    pub fn up() -> Cluster {
+        let base: u16 = std::env::var("CROSSPROBE_TEST_CLUSTER_PORT_BASE")
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(21000);
+        let state = std::env::temp_dir().join(format!("crossprobe-cluster-{base}"));
+        let env = vec![
+            ("CROSSPROBE_LOCAL_STATE".to_owned(), state.to_str().unwrap().to_owned()),
+            ("CROSSPROBE_LOCAL_PORT_BASE".to_owned(), base.to_string()),
+            ("CROSSPROBE_LOCAL_AMQP_CLUSTER".to_owned(), "1".to_owned()),
+        ];
+        let mut cluster = Cluster { base, env, vars: BTreeMap::new() };
+        let up = cluster.ctl(&["up"]);
+        assert!(up.status.success(), "up failed: {}", String::from_utf8_lossy(&up.stderr));
+        let vars = String::from_utf8(cluster.ctl(&["env"]).stdout).unwrap();
+        cluster.vars = vars
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
+            .collect();
+        cluster
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/crossprobe-local"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("crossprobe-local runs")
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.vars.get(name).unwrap_or_else(|| panic!("{name} not in crossprobe-local env: {:?}", self.vars))
+    }
+
+    /// A RabbitMQ command line tool run against node `rabbit-<zone>`; panics when it fails.
+    pub fn rabbit(&self, tool: &str, zone: &str, args: &[&str]) -> String {
+        let out =
+            rabbitmq_tool(tool, &format!("rabbit-{zone}@localhost"), self.base).args(args).output().unwrap();
+        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let down = self.ctl(&["down"]);
+        if !down.status.success() {
+            eprintln!("down failed: {}", String::from_utf8_lossy(&down.stderr));
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! One cell's publisher on a shared cluster: its pinned partition, resolved lazily (topic
 //! creation, metadata, consumer assignment) and again after the topic disappeared or the
-//! clients were rebuilt; leadership is re-read periodically and moves are reported, never
-//! followed.
+//! clients were rebuilt. Leadership is re-read periodically: a move is counted and logged, and a
+//! cell that names a broker follows that broker to another partition it leads (or reports
+//! `connect_failed{kind=not_found}` while it leads none): it never probes another broker.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,12 +13,13 @@ use rdkafka::util::Timeout;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::clients::{kind, Clients};
+use super::clients::{kind, Clients, PartitionInfo};
 use super::KafkaCluster;
-use crate::backend::{BoxFuture, CellBackend, Delivery, ProbeError};
+use crate::backend::{BoxFuture, CellBackend, Delivery, PartitionHealth, ProbeError};
 use crate::outcome::ErrorKind;
 
-/// How often a pinned cell re-reads its partition's leader to report leadership moves.
+/// How often a pinned cell re-reads its partition's leader (to follow leadership moves) and
+/// replicas.
 const LEADER_CHECK: Duration = Duration::from_secs(30);
 
 /// Where a cell publishes, once resolved.
@@ -55,9 +58,50 @@ pub struct KafkaCell {
     cluster: Arc<KafkaCluster>,
     topic: String,
     broker_id: Option<i32>,
+    /// The group stage: commit the partition's position before each publish.
+    group: bool,
     cell_key: u64,
     tx: mpsc::Sender<Delivery>,
     pin: Mutex<Pin>,
+    leader_changes: AtomicU64,
+    /// (replicas, in sync) of the pinned partition at the last metadata read.
+    replicas: Mutex<Option<(usize, usize)>>,
+}
+
+/// What one metadata read found for a cell.
+struct Looked {
+    /// The pinned partition's leader changed.
+    moved: Option<Move>,
+    /// The partition to probe; `None` when the cell's broker leads none.
+    chosen: Option<PartitionInfo>,
+}
+
+/// A leadership move of a partition.
+struct Move {
+    partition: i32,
+    from: i32,
+    to: i32,
+}
+
+/// The partition a cell probes: with a broker named, a partition that broker leads (the pinned
+/// one while it still does, so a cell moves only when leadership moved); without, the pinned one
+/// or one picked by the cell's key. `None` when the named broker leads no partition.
+pub(super) fn choose(
+    partitions: &[PartitionInfo],
+    pinned: Option<i32>,
+    broker: Option<i32>,
+    cell_key: u64,
+) -> Option<PartitionInfo> {
+    let current = pinned.and_then(|p| partitions.iter().find(|x| x.id == p)).copied();
+    match broker {
+        Some(b) => current.filter(|x| x.leader == b).or_else(|| {
+            let led: Vec<&PartitionInfo> = partitions.iter().filter(|x| x.leader == b).collect();
+            (!led.is_empty()).then(|| *led[(cell_key % led.len() as u64) as usize])
+        }),
+        None => current.or_else(|| {
+            (!partitions.is_empty()).then(|| partitions[(cell_key % partitions.len() as u64) as usize])
+        }),
+    }
 }
 
 impl KafkaCell {
@@ -65,6 +109,7 @@ impl KafkaCell {
         cluster: Arc<KafkaCluster>,
         topic: &str,
         broker_id: Option<i32>,
+        group: bool,
         cell_key: u64,
         tx: mpsc::Sender<Delivery>,
     ) -> Self {
@@ -72,9 +117,12 @@ impl KafkaCell {
             cluster,
             topic: topic.to_owned(),
             broker_id,
+            group,
             cell_key,
             tx,
             pin: Mutex::new(Pin::default()),
+            leader_changes: AtomicU64::new(0),
+            replicas: Mutex::new(None),
         }
     }
 
@@ -100,23 +148,39 @@ impl KafkaCell {
             } else if pin.retry_at.is_some_and(|r| now < r) {
                 return Err(ProbeError::Connect(ErrorKind::Client));
             }
-            pin.partition
+            pin.partition.zip(pin.leader)
         };
         let found = self.lookup(clients, pinned).await;
         let mut pin = self.pin.lock().expect("pin lock");
         match found {
-            Ok((partition, leader)) => {
-                if pin.leader.is_some_and(|l| l != leader) {
-                    warn!(topic = %self.topic, partition, from = ?pin.leader, to = leader, "partition leadership moved; the cell keeps its partition");
+            Ok(Looked { moved, chosen }) => {
+                if let Some(Move { partition, from, to }) = moved {
+                    self.leader_changes.fetch_add(1, Ordering::Relaxed);
+                    let follows = match (self.broker_id, chosen) {
+                        (None, _) => "the cell keeps its partition",
+                        (Some(_), Some(_)) => "the cell follows its broker to a partition it leads",
+                        (Some(_), None) => {
+                            "its broker leads no partition now: the cell reports connect_failed"
+                        }
+                    };
+                    warn!(topic = %self.topic, partition, from, to, broker = ?self.broker_id, "partition leadership moved; {follows}");
                 }
+                let Some(chosen) = chosen else {
+                    // Not a vanished topic: the clients stay, the cell looks again later.
+                    *pin = Pin { generation: clients.generation, ..Pin::default() };
+                    pin.backoff = setup_backoff(Duration::ZERO, self.cluster.config.interval);
+                    pin.retry_at = Some(now + pin.backoff);
+                    return Err(ProbeError::Connect(ErrorKind::NotFound));
+                };
+                *self.replicas.lock().expect("replicas lock") = Some((chosen.replicas, chosen.in_sync));
                 *pin = Pin {
-                    partition: Some(partition),
-                    leader: Some(leader),
+                    partition: Some(chosen.id),
+                    leader: Some(chosen.leader),
                     generation: clients.generation,
                     checked: Some(now),
                     ..Pin::default()
                 };
-                Ok((partition, leader))
+                Ok((chosen.id, chosen.leader))
             }
             Err(e) => {
                 pin.backoff = setup_backoff(pin.backoff, self.cluster.config.interval);
@@ -129,7 +193,10 @@ impl KafkaCell {
         }
     }
 
-    async fn lookup(&self, clients: &Clients, pinned: Option<i32>) -> Result<(i32, i32), ProbeError> {
+    /// Reads the topic's partitions (creating the topic first when nothing is pinned) and picks
+    /// the cell's ([`choose`]); assigns a newly chosen partition. Also tells a leadership move of
+    /// the pinned partition.
+    async fn lookup(&self, clients: &Clients, pinned: Option<(i32, i32)>) -> Result<Looked, ProbeError> {
         if pinned.is_none() {
             clients.ensure_topic(&self.topic).await?;
         }
@@ -140,17 +207,19 @@ impl KafkaCell {
             .map(|(_, p)| p)
             .filter(|p| !p.is_empty())
             .ok_or(ProbeError::Connect(ErrorKind::NotFound))?;
-        let chosen = match (pinned, self.broker_id) {
-            (Some(p), _) => partitions.iter().find(|(id, _)| *id == p).copied(),
-            (None, Some(broker)) => partitions.iter().find(|(_, leader)| *leader == broker).copied(),
-            (None, None) => Some(partitions[(self.cell_key % partitions.len() as u64) as usize]),
-        };
-        let (partition, leader) = chosen.ok_or(ProbeError::Connect(ErrorKind::NotFound))?;
-        if pinned.is_none() {
-            self.cluster.route(clients, &self.topic, partition, self.cell_key, &self.tx).await?;
-            info!(topic = %self.topic, partition, leader, "cell pinned to partition");
+        let moved = pinned.and_then(|(p, from)| {
+            partitions.iter().find(|x| x.id == p && x.leader != from).map(|x| Move {
+                partition: p,
+                from,
+                to: x.leader,
+            })
+        });
+        let chosen = choose(&partitions, pinned.map(|(p, _)| p), self.broker_id, self.cell_key);
+        if let Some(c) = chosen.filter(|c| pinned.map(|(p, _)| p) != Some(c.id)) {
+            self.cluster.route(clients, &self.topic, c.id, self.cell_key, &self.tx).await?;
+            info!(topic = %self.topic, partition = c.id, leader = c.leader, "cell pinned to partition");
         }
-        Ok((partition, leader))
+        Ok(Looked { moved, chosen })
     }
 }
 
@@ -163,6 +232,15 @@ impl CellBackend for KafkaCell {
 
     fn prepare(&self) -> BoxFuture<'_, Result<(), ProbeError>> {
         Box::pin(self.set_up())
+    }
+
+    fn partition(&self) -> Option<PartitionHealth> {
+        let (replicas, in_sync) = (*self.replicas.lock().expect("replicas lock"))?;
+        Some(PartitionHealth {
+            leader_changes: self.leader_changes.load(Ordering::Relaxed),
+            replicas,
+            in_sync,
+        })
     }
 }
 
@@ -182,6 +260,12 @@ impl KafkaCell {
         if clients.broker_up(leader) == Some(false) {
             return Err(ProbeError::Connect(clients.explain(ErrorKind::Refused)));
         }
+        if self.group {
+            clients
+                .commit(&self.topic, partition)
+                .await
+                .map_err(|e| ProbeError::Connect(clients.explain(e.kind())))?;
+        }
         let record = FutureRecord::<(), _>::to(&self.topic).partition(partition).payload(&payload);
         match clients.producer.send(record, Timeout::After(Duration::ZERO)).await {
             Ok(_) => Ok(()),
@@ -200,7 +284,40 @@ impl KafkaCell {
 mod tests {
     use std::time::Duration;
 
-    use super::setup_backoff;
+    use super::{choose, setup_backoff, PartitionInfo};
+
+    fn part(id: i32, leader: i32) -> PartitionInfo {
+        PartitionInfo { id, leader, replicas: 3, in_sync: 3 }
+    }
+
+    /// A scripted sequence of metadata answers, as a rolling restart gives them: the cell of
+    /// broker 2 follows broker 2, never stays on a partition another broker took over.
+    #[test]
+    fn a_cell_follows_its_broker_through_leadership_moves() {
+        let before = [part(0, 1), part(1, 2), part(2, 3)];
+        let p = choose(&before, None, Some(2), 7).unwrap();
+        assert_eq!((p.id, p.leader), (1, 2));
+        // Broker 2 restarts: broker 3 takes partition 1, broker 2 leads nothing.
+        let during = [part(0, 1), part(1, 3), part(2, 3)];
+        assert_eq!(choose(&during, Some(1), Some(2), 7), None, "never probes broker 3 for broker 2");
+        // Broker 2 is back and takes partition 2.
+        let after = [part(0, 1), part(1, 3), part(2, 2)];
+        assert_eq!(choose(&after, None, Some(2), 7).map(|p| p.id), Some(2));
+        // Stable leadership keeps the pinned partition even if the broker leads several.
+        let two = [part(0, 2), part(1, 2)];
+        assert_eq!(choose(&two, Some(1), Some(2), 0).map(|p| p.id), Some(1));
+        assert_eq!(choose(&two, Some(1), Some(2), 1).map(|p| p.id), Some(1));
+    }
+
+    #[test]
+    fn a_cell_without_a_broker_keeps_its_partition() {
+        let ps = [part(0, 1), part(1, 2)];
+        assert_eq!(choose(&ps, Some(1), None, 0).map(|p| p.id), Some(1));
+        let moved = [part(0, 1), part(1, 1)];
+        assert_eq!(choose(&moved, Some(1), None, 0).map(|p| p.id), Some(1));
+        assert_eq!(choose(&ps, None, None, 3).map(|p| p.id), Some(1), "key 3 of 2 partitions");
+        assert_eq!(choose(&[], None, None, 3), None);
+    }
 
     #[test]
     fn a_failed_set_up_is_tried_again_by_the_next_probe() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
@@ -130,9 +130,11 @@ pub(super) struct Clients {
     admin: ClientConfig,
     /// The producer's view of the brokers.
     brokers: Context,
-    /// Partitions in the consumer's assignment.
     /// Partitions assigned, and when.
     assigned: Mutex<HashMap<(String, i32), Instant>>,
+    /// The next offset of each assigned partition: where it was assigned, then past the last
+    /// message consumed. The group stage commits it.
+    positions: Mutex<HashMap<(String, i32), i64>>,
     /// A partition was assigned: these clients hold state (topic ids, offsets) of the brokers.
     reached: AtomicBool,
     /// A topic these clients had reached was gone: the broker lost its state (tansu forgets
@@ -193,6 +195,7 @@ impl Clients {
             admin,
             brokers,
             assigned: Mutex::new(HashMap::new()),
+            positions: Mutex::new(HashMap::new()),
             reached: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             timeout: config.timeout,
@@ -263,7 +266,8 @@ impl Clients {
         Ok(())
     }
 
-    /// Topics (all, or one) with their partitions' leaders, and the number of brokers.
+    /// Topics (all, or one) with their partitions' leaders and replicas, and the number of
+    /// brokers.
     pub async fn metadata(&self, topic: Option<&str>) -> Result<(Vec<Partitions>, usize), ProbeError> {
         let consumer = self.consumer.clone();
         let timeout = self.timeout;
@@ -273,7 +277,19 @@ impl Clients {
             .topics()
             .iter()
             .filter(|t| t.error().is_none())
-            .map(|t| (t.name().to_owned(), t.partitions().iter().map(|p| (p.id(), p.leader())).collect()))
+            .map(|t| {
+                let partitions = t
+                    .partitions()
+                    .iter()
+                    .map(|p| PartitionInfo {
+                        id: p.id(),
+                        leader: p.leader(),
+                        replicas: p.replicas().len(),
+                        in_sync: p.isr().len(),
+                    })
+                    .collect();
+                (t.name().to_owned(), partitions)
+            })
             .collect();
         Ok((topics, metadata.brokers().len()))
     }
@@ -293,6 +309,7 @@ impl Clients {
         let t = topic.to_owned();
         let (_, high) = blocking(move || consumer.fetch_watermarks(&t, partition, timeout)).await?;
         let key = (topic.to_owned(), partition);
+        self.positions.lock().expect("positions lock").entry(key.clone()).or_insert(high);
         let reassign = {
             let mut assigned = self.assigned.lock().expect("assigned lock");
             match assigned.insert(key.clone(), Instant::now()) {
@@ -320,8 +337,44 @@ impl Clients {
     }
 }
 
-/// A topic's name and its (partition, leader) pairs.
-pub(super) type Partitions = (String, Vec<(i32, i32)>);
+impl Clients {
+    /// A message at `offset` of `(topic, partition)` was consumed.
+    pub fn consumed(&self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) =
+            self.positions.lock().expect("positions lock").get_mut(&(topic.to_owned(), partition))
+        {
+            *p = (*p).max(offset + 1);
+        }
+    }
+
+    /// The group stage: commits the partition's position through the consumer group
+    /// (`group.id` `crossprobe-<instance>`), which needs the group's coordinator. A failure the
+    /// coordinator explains is [`ErrorKind::Coordinator`].
+    pub async fn commit(&self, topic: &str, partition: i32) -> Result<(), ProbeError> {
+        let position =
+            self.positions.lock().expect("positions lock").get(&(topic.to_owned(), partition)).copied();
+        let Some(offset) = position else { return Err(ProbeError::Connect(ErrorKind::NotFound)) };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|e| ProbeError::Connect(kind(&e)))?;
+        let consumer = self.consumer.clone();
+        blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await
+    }
+}
+
+/// One partition as the cluster metadata describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub id: i32,
+    pub leader: i32,
+    /// The replication factor of the partition.
+    pub replicas: usize,
+    /// Replicas in sync with the leader.
+    pub in_sync: usize,
+}
+
+/// A topic's name and its partitions.
+pub(super) type Partitions = (String, Vec<PartitionInfo>);
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
@@ -356,13 +409,37 @@ fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
         C::SSL => ErrorKind::Tls,
         C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition => ErrorKind::NotFound,
         C::QueueFull => ErrorKind::Client,
+        C::CoordinatorNotAvailable
+        | C::NotCoordinator
+        | C::CoordinatorLoadInProgress
+        | C::WaitingForCoordinator => ErrorKind::Coordinator,
         _ => ErrorKind::Broker,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::broker_down;
+    use rdkafka::error::RDKafkaErrorCode as C;
+
+    use super::{broker_down, code_kind};
+    use crate::outcome::ErrorKind;
+
+    /// A commit the group coordinator did not take is its own kind, apart from broker, timeout
+    /// and refusal failures (which the broker-down check reports before a commit is tried).
+    #[test]
+    fn coordinator_errors_are_their_own_kind() {
+        for code in [
+            C::CoordinatorNotAvailable,
+            C::NotCoordinator,
+            C::CoordinatorLoadInProgress,
+            C::WaitingForCoordinator,
+        ] {
+            assert_eq!(code_kind(code), ErrorKind::Coordinator, "{code:?}");
+        }
+        assert_eq!(code_kind(C::RequestTimedOut), ErrorKind::Timeout);
+        assert_eq!(code_kind(C::GroupAuthorizationFailed), ErrorKind::Auth);
+        assert_eq!(code_kind(C::UnknownTopicOrPartition), ErrorKind::NotFound);
+    }
 
     #[test]
     fn a_first_connection_is_not_down_a_lost_one_is() {

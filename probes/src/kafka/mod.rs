@@ -7,6 +7,10 @@
 //! liveness comes from librdkafka's statistics, so a cell whose broker is down reports
 //! `connect_failed` at once instead of waiting out a produce timeout.
 //!
+//! The optional group stage: before each publish, a cell commits its partition's consumed
+//! position through the consumer group, so a coordinator that does not take commits fails the
+//! probe as `connect_failed{kind=coordinator}` (produce failures stay `publish_failed`).
+//!
 //! When a broker the clients had reached goes down, the clients are rebuilt (with backoff): no
 //! cached state (topic ids, assignments) survives a broker restart, and cells re-pin on the new
 //! generation. Reconnecting never backs off beyond the probe interval (librdkafka's reconnect
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use cell::KafkaCell;
 use clients::Clients;
+pub use clients::PartitionInfo;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -62,6 +67,51 @@ impl std::fmt::Debug for KafkaClientConfig {
     }
 }
 
+/// One broker of a cluster, as its metadata names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Broker {
+    pub id: i32,
+    /// Its advertised `host:port`.
+    pub address: String,
+}
+
+/// The brokers of the cluster `config` bootstraps from, read from the metadata of `topic` by a short-lived
+/// client (created, asked once within the timeout, destroyed, all on the blocking pool).
+///
+/// librdkafka's metadata has no rack (its public broker record is id, host and port), so the
+/// zone of a broker comes from the configuration.
+pub async fn discover(
+    config: &KafkaClientConfig,
+    topic: &str,
+) -> Result<Vec<Broker>, crate::backend::ProbeError> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::BaseConsumer;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap)
+        .set("socket.connection.setup.timeout.ms", clients::ms(config.timeout.max(Duration::from_secs(1))));
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    let timeout = config.timeout;
+    let topic = topic.to_owned();
+    let fail = |e: &KafkaError| crate::backend::ProbeError::Connect(clients::kind(e));
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = c.create().map_err(|e| fail(&e))?;
+        // Only the brokers are wanted: the metadata of one topic (the probe topic, which the cells
+        // create) carries them all, at a fraction of the cost of every topic's.
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout).map_err(|e| fail(&e))?;
+        let mut brokers: Vec<Broker> = metadata
+            .brokers()
+            .iter()
+            .map(|b| Broker { id: b.id(), address: format!("{}:{}", b.host(), b.port()) })
+            .collect();
+        brokers.sort();
+        Ok(brokers)
+    })
+    .await
+    .map_err(|_| crate::backend::ProbeError::Connect(crate::outcome::ErrorKind::Client))?
+}
+
 /// The cells pinned to each partition, by cell key.
 type Routes = HashMap<(String, i32), Vec<(u64, mpsc::Sender<Delivery>)>>;
 
@@ -92,17 +142,19 @@ impl KafkaCluster {
         }))
     }
 
-    /// A cell publishing to `topic`, on a partition led by `broker_id` when given. The topic and
-    /// partition are resolved on the first publish and again after the topic or the clients
-    /// changed.
+    /// A cell publishing to `topic`, on a partition led by `broker_id` when given; with `group`,
+    /// each probe first commits the partition's consumed position through the consumer group.
+    /// The topic and partition are resolved on the first publish and again after the topic or
+    /// the clients changed.
     pub fn cell(
         self: &Arc<Self>,
         topic: &str,
         broker_id: Option<i32>,
+        group: bool,
         cell_key: u64,
     ) -> (KafkaCell, Deliveries) {
         let (tx, rx) = mpsc::channel(DELIVERY_BUFFER);
-        (KafkaCell::new(self.clone(), topic, broker_id, cell_key, tx), rx)
+        (KafkaCell::new(self.clone(), topic, broker_id, group, cell_key, tx), rx)
     }
 
     /// How many times the clients were rebuilt after losing a broker.
@@ -136,6 +188,9 @@ impl KafkaCluster {
             };
             match message {
                 Ok(m) => {
+                    if let Some(offset) = Some(m.offset()).filter(|o| *o >= 0) {
+                        clients.consumed(m.topic(), m.partition(), offset);
+                    }
                     let routes = self.routes.lock().expect("routes lock");
                     if let Some(cells) = routes.get(&(m.topic().to_owned(), m.partition())) {
                         // To the cell the message names; what names none of ours (garbage,
