@@ -200,9 +200,8 @@ impl KafkaCell {
         if pinned.is_none() {
             clients.ensure_topic(&self.topic).await?;
         }
-        let (topics, _) = clients.metadata(Some(&self.topic)).await?;
-        let partitions = topics
-            .into_iter()
+        let metadata = clients.metadata(Some(&self.topic)).await?;
+        let partitions = (metadata.0.iter())
             .find(|(t, _)| *t == self.topic)
             .map(|(_, p)| p)
             .filter(|p| !p.is_empty())
@@ -214,7 +213,7 @@ impl KafkaCell {
                 to: x.leader,
             })
         });
-        let chosen = choose(&partitions, pinned.map(|(p, _)| p), self.broker_id, self.cell_key);
+        let chosen = choose(partitions, pinned.map(|(p, _)| p), self.broker_id, self.cell_key);
         if let Some(c) = chosen.filter(|c| pinned.map(|(p, _)| p) != Some(c.id)) {
             self.cluster.route(clients, &self.topic, c.id, self.cell_key, &self.tx).await?;
             info!(topic = %self.topic, partition = c.id, leader = c.leader, "cell pinned to partition");

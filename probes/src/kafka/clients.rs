@@ -69,6 +69,10 @@ impl Context {
 /// How long a new client may take to reach a broker before the broker counts as down.
 const CONNECT_GRACE: Duration = Duration::from_secs(2);
 
+/// A metadata answer this recent serves every cell of the cluster that asks (see
+/// [`Clients::metadata`]).
+const METADATA_FRESH: Duration = Duration::from_secs(1);
+
 /// A partition assigned this recently is not unassigned and assigned again (see
 /// [`Clients::assign_at_end`]).
 const REASSIGN_AFTER: Duration = Duration::from_secs(10);
@@ -142,6 +146,20 @@ pub(super) struct Clients {
     stale: AtomicBool,
     timeout: Duration,
     retention: Duration,
+    /// The last metadata read per topic (`None`: all topics), one read at a time per topic.
+    metadata: Mutex<HashMap<Option<String>, MetadataSlot>>,
+}
+
+/// The last read of one topic's metadata; locked across a read, so one is made at a time.
+type MetadataSlot = Arc<tokio::sync::Mutex<Option<MetadataRead>>>;
+
+/// Topics with their partitions, and the number of brokers.
+pub(super) type Metadata = Arc<(Vec<Partitions>, usize)>;
+
+/// One metadata read and when it ended.
+struct MetadataRead {
+    at: Instant,
+    result: Result<Metadata, ProbeError>,
 }
 
 impl Clients {
@@ -200,6 +218,7 @@ impl Clients {
             stale: AtomicBool::new(false),
             timeout: config.timeout,
             retention: config.topic_retention,
+            metadata: Mutex::default(),
         })
     }
 
@@ -239,11 +258,12 @@ impl Clients {
 
     /// Creates `topic` if missing, with one partition per broker and the configured retention.
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), ProbeError> {
-        let (topics, brokers) = self.metadata(None).await?;
+        let metadata = self.metadata(None).await?;
+        let (topics, brokers) = &*metadata;
         if topics.iter().any(|(t, _)| t == topic) {
             return Ok(());
         }
-        let brokers = brokers.max(1);
+        let brokers = (*brokers).max(1);
         let retention = ms(self.retention);
         let new = NewTopic::new(topic, brokers as i32, TopicReplication::Fixed(brokers.min(3) as i32))
             .set("retention.ms", &retention);
@@ -268,10 +288,30 @@ impl Clients {
 
     /// Topics (all, or one) with their partitions' leaders and replicas, and the number of
     /// brokers.
-    pub async fn metadata(&self, topic: Option<&str>) -> Result<(Vec<Partitions>, usize), ProbeError> {
+    ///
+    /// Every cell of a cluster re-reads its partition's leader periodically. An answer less
+    /// than [`METADATA_FRESH`] old (an error included) serves them all, and one read at a time
+    /// is made per topic: at 10,000 cells, a read of its own per cell was 167 broker requests a
+    /// second. An answer that lacks the topic asked for is not reused, so a topic just created
+    /// is seen at once.
+    pub async fn metadata(&self, topic: Option<&str>) -> Result<Metadata, ProbeError> {
+        let key = topic.map(str::to_owned);
+        let slot = self.metadata.lock().expect("metadata lock").entry(key.clone()).or_default().clone();
+        let mut last = slot.lock().await;
+        let lacks = |m: &Metadata| key.as_ref().is_some_and(|t| !m.0.iter().any(|(name, _)| name == t));
+        if let Some(read) = last.as_ref().filter(|r| r.at.elapsed() < METADATA_FRESH) {
+            if !read.result.as_ref().is_ok_and(lacks) {
+                return read.result.clone();
+            }
+        }
+        let result = self.read_metadata(key).await;
+        *last = Some(MetadataRead { at: Instant::now(), result: result.clone() });
+        result
+    }
+
+    async fn read_metadata(&self, topic: Option<String>) -> Result<Metadata, ProbeError> {
         let consumer = self.consumer.clone();
         let timeout = self.timeout;
-        let topic = topic.map(str::to_owned);
         let metadata = blocking(move || consumer.fetch_metadata(topic.as_deref(), timeout)).await?;
         let topics = metadata
             .topics()
@@ -291,7 +331,7 @@ impl Clients {
                 (t.name().to_owned(), partitions)
             })
             .collect();
-        Ok((topics, metadata.brokers().len()))
+        Ok(Arc::new((topics, metadata.brokers().len())))
     }
 
     /// Consumes `partition` from its current end. The end is read first and assigned as a
