@@ -12,6 +12,8 @@ mod targets;
 mod validate;
 mod values;
 mod web;
+mod web_file;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,7 +23,8 @@ use std::time::Duration;
 pub use crossprobe_probes::amqp::QueueKind;
 pub use crossprobe_probes::Protocol;
 pub use error::{escaped, quoted, ConfigError, Problem, MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS};
-pub use web::{PasswordHash, TlsFiles, WebSettings};
+pub use web::{migrate_web, WebSettings};
+pub use web_file::{CipherSuite, ClientAuth, Curve, PasswordHash, TlsSettings, TlsVersion, WebConfig};
 
 use crate::files;
 use crate::matrix::Matrix;
@@ -148,7 +151,7 @@ pub struct Daemon {
     /// latency families): one group per distinct combination of their values. Every dimension
     /// listed makes one group per cell.
     pub latency_by: Vec<String>,
-    /// `[daemon.web]`: TLS and basic authentication of the HTTP server.
+    /// `[daemon.web]`: the HTTP server's limits and `POST /-/reload`.
     pub web: WebSettings,
 }
 
