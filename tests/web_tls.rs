@@ -242,3 +242,53 @@ async fn rotated_users_take_effect_without_a_restart_and_a_bad_file_keeps_the_la
     assert_eq!(metric(&client, d.addr(), None, "crossprobe_web_config_last_reload_success").await, "1");
     stop_daemon(d).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_versions_suites_and_optional_client_certificates_are_as_the_file_says() {
+    use rustls::CipherSuite::{
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 as AES128, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 as AES256,
+    };
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let server = ca.server(&pki, "server");
+    let clients = pki.ca("clients");
+    // rcgen's keys are ECDSA P-256, so the ECDSA suites apply.
+    let extra = format!(
+        "  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n  curve_preferences: [CurveP256]\n\
+         \x20 client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: \"{}\"\n",
+        clients.path.display()
+    );
+    let d =
+        Daemon::start(parse(&web_config(&pki, "")), with_web_file(&pki, &server.tls_server_config(&extra)))
+            .await
+            .unwrap();
+
+    let tls12 =
+        Client::tls12_only(&ca.path, AES256).connect(d.addr()).await.expect("TLS 1.2 with the named suite");
+    assert_eq!(tls12.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()), Some(AES256));
+    let other_suite = Client::tls12_only(&ca.path, AES128).connect(d.addr()).await;
+    assert!(
+        other_suite.is_err(),
+        "a suite the file does not name must be refused: {:?}",
+        other_suite.map(|_| ())
+    );
+    let default = Client::new(&ca.path, None).connect(d.addr()).await.expect("a default client");
+    assert_eq!(
+        default.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2),
+        "max_version TLS12 holds"
+    );
+
+    // VerifyClientCertIfGiven: no certificate is fine, one from the client CA is fine, one
+    // from another CA is refused.
+    let r = Client::new(&ca.path, None).get(d.addr(), "/healthz", None).await;
+    assert_eq!(r.map(|r| r.status), Ok(200), "no client certificate is allowed");
+    let r = Client::new(&ca.path, Some(&clients.client(&pki, "prometheus")))
+        .get(d.addr(), "/healthz", None)
+        .await;
+    assert_eq!(r.map(|r| r.status), Ok(200), "a certificate from the client CA is allowed");
+    let r = Client::new(&ca.path, Some(&ca.client(&pki, "intruder"))).get(d.addr(), "/healthz", None).await;
+    assert!(r.is_err(), "a certificate from another CA must be refused: {r:?}");
+    drop((tls12, default));
+    stop_daemon(d).await;
+}

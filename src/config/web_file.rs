@@ -191,7 +191,8 @@ fn tls(p: &mut Vec<Problem>, node: &Node, dir: &Path) -> Option<TlsSettings> {
     ];
     let m = node.mapping(p, TLS, &KEYS);
     if m.is_empty() {
-        // As in exporter-toolkit: a section without certificate and key serves plain HTTP.
+        // As in exporter-toolkit: an empty section serves plain HTTP. (With other keys but no
+        // certificate it serves plain HTTP too, ignoring them; here that is a mistake.)
         return None;
     }
     for (k, why) in [

@@ -190,6 +190,22 @@ impl Client {
         Client { config: Arc::new(config) }
     }
 
+    /// A client that trusts `ca` and speaks only TLS 1.2 with the one cipher suite `suite`.
+    pub fn tls12_only(ca: &Path, suite: rustls::CipherSuite) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites.retain(|s| s.suite() == suite);
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Client { config: Arc::new(config) }
+    }
+
     /// A TLS connection to `addr`, its handshake done. An error says where it broke.
     pub async fn connect(
         &self,
