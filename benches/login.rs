@@ -3,7 +3,7 @@
 //!
 //! Starts `crossprobe run` (the binary given by `--binary`, `target/release/crossprobe` by
 //! default, so an older build can be measured too) on a free port of 127.0.0.1, with basic auth
-//! for `--users` users (bcrypt cost 10, as `htpasswd -nBC 10` makes) and an AMQP target on a
+//! (a `--web.config.file`) for `--users` users (bcrypt cost 10, as `htpasswd -nBC 10` makes) and an AMQP target on a
 //! closed port (no broker needed). It keeps `--flood` requests with a wrong password in flight
 //! from 127.0.0.2, each sent again as soon as it is answered, and times the first login of each
 //! user from 127.0.0.1, one user after the other (a first login is never remembered yet, so
