@@ -46,7 +46,7 @@ pub fn parse(source: &str) -> Result<Option<Node>, Problem> {
     if events.peek().is_none_or(|(e, _)| matches!(e, Event::StreamEnd | Event::DocumentEnd)) {
         return Ok(None);
     }
-    node(&mut events).map(Some)
+    node(&mut events, 0).map(Some)
 }
 
 #[derive(Default)]
@@ -65,17 +65,28 @@ fn place(mark: &Marker) -> (usize, usize) {
 
 type Stream = std::iter::Peekable<std::vec::IntoIter<(Event, Marker)>>;
 
-fn node(events: &mut Stream) -> Result<Node, Problem> {
+/// Sequences and mappings nest at most this deep: the tree is built by recursion, and a web
+/// configuration needs four levels.
+const MAX_DEPTH: usize = 32;
+
+fn node(events: &mut Stream, depth: usize) -> Result<Node, Problem> {
     let Some((event, mark)) = events.next() else {
         return Err(Problem::new("", "YAML ends in the middle of a value", None));
     };
     let (mut line, mut col) = place(&mark);
+    if depth > MAX_DEPTH {
+        return Err(Problem::new(
+            "",
+            &format!("YAML nested more than {MAX_DEPTH} levels deep"),
+            Some((line, col)),
+        ));
+    }
     let value = match event {
         Event::Scalar(text, style, _, _) => Value::Scalar { text, plain: style == TScalarStyle::Plain },
         Event::SequenceStart(..) => {
             let mut items = Vec::new();
             loop {
-                match node_or_end(events)? {
+                match node_or_end(events, depth + 1)? {
                     Some(item) => items.push(item),
                     None => break Value::Sequence(items),
                 }
@@ -84,14 +95,14 @@ fn node(events: &mut Stream) -> Result<Node, Problem> {
         Event::MappingStart(..) => {
             let mut entries: Vec<(Node, Node)> = Vec::new();
             loop {
-                let Some(k) = node_or_end(events)? else {
+                let Some(k) = node_or_end(events, depth + 1)? else {
                     // A block mapping's own mark is past its first key: it starts at that key.
                     if let Some((first, _)) = entries.first() {
                         (line, col) = (first.line, first.col);
                     }
                     break Value::Mapping(entries);
                 };
-                entries.push((k, node(events)?));
+                entries.push((k, node(events, depth + 1)?));
             }
         }
         Event::Alias(_) => {
@@ -107,11 +118,11 @@ fn node(events: &mut Stream) -> Result<Node, Problem> {
 }
 
 /// The next node, or `None` at the end of the enclosing sequence or mapping.
-fn node_or_end(events: &mut Stream) -> Result<Option<Node>, Problem> {
+fn node_or_end(events: &mut Stream, depth: usize) -> Result<Option<Node>, Problem> {
     if events.next_if(|(e, _)| matches!(e, Event::SequenceEnd | Event::MappingEnd)).is_some() {
         return Ok(None);
     }
-    node(events).map(Some)
+    node(events, depth).map(Some)
 }
 
 impl Node {
@@ -249,6 +260,11 @@ mod tests {
         assert!(e.location.is_some(), "{e:?}");
         let alias = parse("a: &x 1\nb: *x\n").unwrap_err();
         assert_eq!(alias.location, Some((2, 4)), "{alias:?}");
+        let deep = parse(&format!("{}1{}", "[".repeat(100), "]".repeat(100))).unwrap_err();
+        assert_eq!(deep.message, "YAML nested more than 32 levels deep");
+        assert!(parse(&format!("{}1{}", "[".repeat(30), "]".repeat(30))).is_ok());
+        let block: String = (0..40).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
+        assert_eq!(parse(&block).unwrap_err().message, "YAML nested more than 32 levels deep");
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! A new file that cannot be used (a mistake, a certificate rotated before its key, a switch
 //! between HTTP and HTTPS, which needs a restart) is logged once per change, counted through
 //! [`WebFile::on_reload`], and the last good one stays in use, so a rotation in progress never
-//! takes the endpoint down or opens it.
+//! takes the endpoint down or opens it. It is tried again when the web configuration file, or a
+//! file the last good version names, changes again (a version whose own new PEM files are not
+//! ready yet is retried when the web configuration file is touched; rotations that replace the
+//! files in place, as cert-manager and Secret updates do, need nothing).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
