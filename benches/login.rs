@@ -3,7 +3,7 @@
 //!
 //! Starts `crossprobe run` (the binary given by `--binary`, `target/release/crossprobe` by
 //! default, so an older build can be measured too) on a free port of 127.0.0.1, with basic auth
-//! for `--users` users (bcrypt cost 10, as `htpasswd -nBC 10` makes) and an AMQP target on a
+//! (a `--web.config.file`) for `--users` users (bcrypt cost 10, as `htpasswd -nBC 10` makes) and an AMQP target on a
 //! closed port (no broker needed). It keeps `--flood` requests with a wrong password in flight
 //! from 127.0.0.2, each sent again as soon as it is answered, and times the first login of each
 //! user from 127.0.0.1, one user after the other (a first login is never remembered yet, so
@@ -83,22 +83,25 @@ fn main() {
     let users: Vec<String> = passwords
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("user{i} = \"{}\"", bcrypt::hash(p, 10).unwrap()))
+        .map(|(i, p)| format!("  user{i}: \"{}\"\n", bcrypt::hash(p, 10).unwrap()))
         .collect();
     std::fs::write(dir.join("password"), "unused\n").unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = format!(
-        "[daemon]\nlisten = \"127.0.0.1:0\"\ninstance = \"login-bench\"\n\n[daemon.web]\nbasic_auth_users = {{ {} }}\n\n\
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ninstance = \"login-bench\"\n\n\
          [[targets]]\nname = \"rabbit-a\"\nprotocol = \"amqp\"\naz = \"a\"\naddresses = [\"127.0.0.1:{closed}\"]\n\n\
          [[tenants]]\nname = \"acme\"\namqp = {{ vhost = \"acme\", user = \"acme\", password_file = \"{}\" }}\n",
-        users.join(", "),
         dir.join("password").display()
     );
     let file = dir.join("login.toml");
     std::fs::write(&file, config).unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n{}", users.concat())).unwrap();
     let mut child = Command::new(&args.binary)
         .args(["run", "--config"])
         .arg(&file)
+        .arg("--web.config.file")
+        .arg(&web)
         .env("RUST_LOG", "info,lapin=off")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

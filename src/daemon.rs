@@ -61,8 +61,8 @@ pub enum DaemonError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Correlator(#[from] crate::correlator::CorrelatorError),
-    #[error("cannot serve HTTPS")]
-    Tls(#[from] crate::pem::TlsError),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("a second {0} ended the stop before it finished")]
     Interrupted(&'static str),
 }
@@ -92,6 +92,9 @@ pub struct RunOptions {
     pub watch: Option<Duration>,
     /// Reload on SIGHUP (`run`; the tests run several daemons in one process and leave it off).
     pub sighup: bool,
+    /// The exporter-toolkit web configuration file (`--web.config.file`): TLS, basic auth and
+    /// response headers, re-read when it changes. Without it: plain HTTP, no authentication.
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// A running daemon: HTTP server, probe workers, and the run loop that owns the evaluator.
@@ -109,7 +112,7 @@ impl Daemon {
         let mut known = Known::default();
         discovery::read_all(&source, &mut known).await;
         let config = source.discovered(known.sets());
-        let web = crate::web::Web::load(&config.daemon.web)?;
+        let web = crate::web::Web::load(&config.daemon.web, options.web_config_file.as_deref())?;
         let listener = server::bind(config.daemon.listen)
             .await
             .map_err(|e| DaemonError::Bind(config.daemon.listen, e))?;
@@ -150,6 +153,8 @@ impl Daemon {
             reload: reload.clone(),
             lifecycle: config.daemon.web.enable_lifecycle,
         });
+        let reloaded = metrics.clone();
+        web.on_reload(move |ok| reloaded.web_config_reloaded(ok));
         let scheme = web.scheme();
         let server = shutdown.spawn(server::serve(listener, shared, web, shutdown.server().clone()));
         info!(

@@ -18,7 +18,7 @@
 //!    [`clients`]: validated config to broker clients, shared per cluster or connection; the
 //!    discovery reads (Kafka metadata, RabbitMQ management API) and their last known answers.
 //!    [`tables`]: the tables the CLI prints.
-//!    [`web`]: `[daemon.web]`: HTTPS, basic auth, connection limits and timeouts.
+//!    [`web`]: the web configuration file (HTTPS, basic auth, headers), `[daemon.web]` limits.
 //! 6. [`config`]: the TOML file, strict parsing, validation that reports every mistake.
 //! 7. [`shard`]: `--shard I/N`, one replica's deterministic part of a large matrix.
 //!    [`pem`]: PEM certificate and key files, read alike by `check` and the HTTPS server.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crossprobe::config::{ConfigSource, LogFormat, Secrets, ValidatedConfig};
+use crossprobe::config::{ConfigSource, LogFormat, Secrets, ValidatedConfig, WebConfig};
 use crossprobe::daemon::RunOptions;
 use crossprobe::offline::prometheus::{PrometheusError, Query};
 use crossprobe::offline::recording::Retention;
@@ -38,6 +38,8 @@ enum Command {
         /// file where the deployment's secrets are not, such as CI).
         #[arg(long)]
         skip_secrets: bool,
+        #[command(flatten)]
+        web: WebConfigArg,
         #[command(flatten)]
         shard: ShardArg,
     },
@@ -72,7 +74,15 @@ enum Command {
         #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
         watch_config: Option<std::time::Duration>,
         #[command(flatten)]
+        web: WebConfigArg,
+        #[command(flatten)]
         shard: ShardArg,
+    },
+    /// Print the exporter-toolkit web configuration file (for --web.config.file) that says what
+    /// the retired TLS and basic-auth keys of [daemon.web] in FILE said.
+    WebConfig {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Feed recorded outcomes (JSON lines) through the correlator and print each verdict change.
     Replay {
@@ -125,6 +135,27 @@ enum Command {
     },
 }
 
+/// `--web.config.file FILE`, shared by `check` and `run`.
+#[derive(Clone, clap::Args)]
+struct WebConfigArg {
+    /// An exporter-toolkit web configuration file (YAML, as Prometheus exporters take it): TLS,
+    /// basic auth and response headers of every endpoint, re-read when it changes. Without
+    /// it the daemon serves plain HTTP without authentication.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
+}
+
+impl WebConfigArg {
+    /// Checks the file, printing every problem; a bad file is a usage error.
+    fn check(&self) -> Result<(), ExitCode> {
+        let Some(path) = &self.web_config_file else { return Ok(()) };
+        WebConfig::load(path).map(|_| ()).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_USAGE)
+        })
+    }
+}
+
 /// `--shard I/N [--shard-by DIM]`, shared by `check`, `once` and `run`.
 #[derive(Clone, clap::Args)]
 struct ShardArg {
@@ -162,7 +193,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { config: path, skip_secrets, shard } => {
+        Command::Check { config: path, skip_secrets, web, shard } => {
+            if let Err(code) = web.check() {
+                return code;
+            }
             let secrets = if skip_secrets { Secrets::Skip } else { Secrets::Read };
             match source(&path, &shard).load_with(secrets) {
                 Ok(config) => {
@@ -209,11 +243,15 @@ fn main() -> ExitCode {
             record_keep,
             shard,
             watch_config,
+            web,
         } => {
             let config = match load_shard(&path, &shard) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
+            if let Err(code) = web.check() {
+                return code;
+            }
             init_logging(config.daemon.log_format);
             log_warnings(&path, &config);
             log_shard(&shard, &config);
@@ -229,6 +267,7 @@ fn main() -> ExitCode {
                 source: Some(source(&path, &shard)),
                 watch: watch_config,
                 sighup: true,
+                web_config_file: web.web_config_file,
             };
             let result = rt.block_on(crossprobe::daemon::run(config, options));
             if result.is_err() {
@@ -255,6 +294,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Localize { input, format } => localize(&input, format),
+        Command::WebConfig { config } => web_config(&config),
     }
 }
 
@@ -360,6 +400,33 @@ fn localize(input: &std::path::Path, format: Format) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{}: {e}", input.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `crossprobe web-config`: the retired `[daemon.web]` keys as a web configuration file.
+fn web_config(path: &std::path::Path) -> ExitCode {
+    let text = match crossprobe::files::read_text(path, crossprobe::files::MAX_CONFIG_BYTES) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match crossprobe::config::migrate_web(&text) {
+        Ok(Some(yaml)) => {
+            print!("# From the [daemon.web] of {}: give it as `crossprobe run --web.config.file FILE`,\n# then delete those keys from the TOML.\n{yaml}", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("{}: no TLS or basic-auth keys in [daemon.web]: nothing to migrate", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{}", p.render(path));
+            }
             ExitCode::from(EXIT_USAGE)
         }
     }

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub reload_success: IntGauge,
     pub reload_success_time: Gauge,
     pub reloads: IntCounterVec,
+    pub web_config_success: IntGauge,
+    pub web_config_reloads: IntCounterVec,
     pub in_flight: IntGauge,
     pub scheduler_lag: Histogram,
     pub reconnects: IntCounterVec,
@@ -150,6 +152,19 @@ impl Metrics {
         for r in ["success", "failure"] {
             reloads.with_label_values(&[r]);
         }
+        let web_config_success = gauge(
+            "crossprobe_web_config_last_reload_success",
+            "1 if the web configuration file (--web.config.file) was last read successfully, 0 while a changed file cannot be used and the previous version serves.",
+        )?;
+        web_config_success.set(1);
+        let web_config_reloads = counter(
+            "crossprobe_web_config_reloads_total",
+            "Reads of a changed web configuration file (--web.config.file), by result.",
+            &["result"],
+        )?;
+        for r in ["success", "failure"] {
+            web_config_reloads.with_label_values(&[r]);
+        }
         let in_flight = gauge("crossprobe_in_flight_probes", "Probes published and not yet ended.")?;
         let scheduler_lag = Histogram::with_opts(
             HistogramOpts::new(
@@ -180,6 +195,8 @@ impl Metrics {
             reload_success,
             reload_success_time,
             reloads,
+            web_config_success,
+            web_config_reloads,
             in_flight,
             scheduler_lag,
             reconnects,
@@ -209,6 +226,12 @@ impl Metrics {
         if ok {
             self.reload_success_time.set(unix_now());
         }
+    }
+
+    /// Counts one read of a changed web configuration file.
+    pub fn web_config_reloaded(&self, ok: bool) {
+        self.web_config_reloads.with_label_values(&[if ok { "success" } else { "failure" }]).inc();
+        self.web_config_success.set(i64::from(ok));
     }
 
     /// Observes how late a probe started after its scheduled time.

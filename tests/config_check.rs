@@ -101,7 +101,13 @@ fn an_inline_password_is_never_echoed() {
 
 #[test]
 fn basic_auth_values_are_never_echoed() {
-    let out = crossprobe(&["check", "--config", "tests/config/invalid/web_not_bcrypt.toml"]);
+    let out = crossprobe(&[
+        "check",
+        "--config",
+        "config/examples/local.toml",
+        "--web.config.file",
+        "tests/config/web/bad-web.yml",
+    ]);
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(all.contains("is not a bcrypt hash"), "the problem should be reported: {all}");
     assert!(!all.contains("hunter2"), "a password written in place of its hash leaked: {all}");
@@ -458,4 +464,52 @@ fn a_million_cells_are_refused_by_counting() {
     );
     // Generous: counting takes milliseconds, expanding took minutes and most of a gigabyte.
     assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_bad_web_config_file_exits_64_with_every_mistake_and_its_line() {
+    let out = crossprobe(&[
+        "check",
+        "--config",
+        "config/examples/local.toml",
+        "--web.config.file",
+        "tests/config/web/bad-web.yml",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+    let expected = "tests/config/web/bad-web.yml: 4 problems found\n\
+        tests/config/web/bad-web.yml:4:13: tls_server_config.key_file: the private key in \"tests/config/web/other.key\" does not belong to the certificate in \"tests/config/web/server.crt\"\n\
+        tests/config/web/bad-web.yml:5:16: tls_server_config.min_version: TLS10 is not supported: rustls offers TLS12 and TLS13 only\n\
+        tests/config/web/bad-web.yml:7:15: basic_auth_users.prometheus: is not a bcrypt hash (\"$2y$\", \"$2b$\" or \"$2a$\", a cost from 04 to 31, then 53 characters of salt and hash); only bcrypt is supported, as in exporter-toolkit\n\
+        tests/config/web/bad-web.yml:8:12: basic_auth_users.\"bob:x\": a user name must be non-empty and contain no ':'\n";
+    assert_eq!(stderr, expected);
+    assert!(out.stdout.is_empty(), "nothing on stdout, saw {:?}", out.stdout);
+}
+
+#[test]
+fn web_config_prints_the_retired_keys_as_a_web_configuration_file() {
+    let out = crossprobe(&["web-config", "--config", "tests/config/invalid/web_retired_keys.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let cwd = std::env::current_dir().unwrap();
+    for line in [
+        "tls_server_config:".to_owned(),
+        format!("  cert_file: \"{}/tests/config/web/server.crt\"", cwd.display()),
+        "  client_auth_type: RequireAndVerifyClientCert".to_owned(),
+        "basic_auth_users:".to_owned(),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} missing from:\n{stdout}");
+    }
+    // What it prints is what --web.config.file takes.
+    let yaml = std::env::temp_dir().join(format!("crossprobe-migrated-{}.yml", std::process::id()));
+    std::fs::write(&yaml, stdout.as_bytes()).unwrap();
+    let check = crossprobe(&[
+        "check",
+        "--config",
+        "config/examples/local.toml",
+        "--web.config.file",
+        yaml.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&yaml);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
 }

@@ -1,5 +1,5 @@
-//! Fuzz-style properties of the three text inputs an operator hands the daemon: configuration
-//! TOML, `replay` lines and `localize` CSV. Random edits of valid inputs (deleted spans, inserted
+//! Fuzz-style properties of the text inputs an operator hands the daemon: configuration TOML,
+//! the web configuration file (YAML), `replay` lines and `localize` CSV. Random edits of valid inputs (deleted spans, inserted
 //! tokens chosen to hurt: quotes, brackets, control characters, huge numbers, long runs,
 //! duplicated and dropped lines) must never panic and must finish within a generous bound.
 //!
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use crossprobe::config::{CorrelatorSettings, ValidatedConfig};
+use crossprobe::config::{CorrelatorSettings, ValidatedConfig, WebConfig};
 use crossprobe::offline::localize::{localize, parse_csv};
 use crossprobe::offline::replay::{infer_matrix, replay};
 
@@ -20,6 +20,14 @@ const BOUND: Duration = Duration::from_secs(30);
 
 /// Tokens inserted by edits.
 const TOKENS: &[&str] = &[
+    ": ",
+    "- ",
+    "*a",
+    "&a",
+    "!!str",
+    "|",
+    "%YAML 1.2",
+    "---",
     "\"",
     "'",
     "[",
@@ -150,6 +158,19 @@ fn config_case(edits: &[Edit]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn web_config_case(edits: &[Edit]) -> Result<(), TestCaseError> {
+    let text = apply(&seed("tests/config/web/web.yml"), edits);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config/web");
+    bounded("web config", || {
+        if let Err(problems) = WebConfig::parse(&text, &dir) {
+            for p in problems {
+                let shown = p.render(Path::new("web.yml"));
+                assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            }
+        }
+    })
+}
+
 fn replay_case(edits: &[Edit]) -> Result<(), TestCaseError> {
     let recording: String =
         seed("tests/replay/zone-b.jsonl").lines().take(300).collect::<Vec<_>>().join("\n");
@@ -179,6 +200,11 @@ proptest! {
     }
 
     #[test]
+    fn edited_web_configs_never_panic_or_hang(edits in proptest::collection::vec(edit(), 1..8)) {
+        web_config_case(&edits)?;
+    }
+
+    #[test]
     fn edited_replay_lines_never_panic_or_hang(edits in proptest::collection::vec(edit(), 1..8)) {
         replay_case(&edits)?;
     }
@@ -196,6 +222,7 @@ proptest! {
     #[ignore = "long: cargo test --test fuzz_inputs -- --ignored"]
     fn many_edited_inputs_never_panic_or_hang(edits in proptest::collection::vec(edit(), 1..24)) {
         config_case(&edits)?;
+        web_config_case(&edits)?;
         replay_case(&edits)?;
         localize_case(&edits)?;
     }

@@ -10,14 +10,17 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use crossprobe::daemon::{Daemon, RunOptions};
-use support::web::{bcrypt_hash, read_to_end, web_config, write_all, Client, Pki};
+use crossprobe::daemon::Daemon;
+use support::web::{
+    basic_auth_users, read_to_end, web_config, with_web_file, write_all, write_web_file, Client, Pki,
+};
 use support::{http_get, parse, stop_daemon, unique};
 
 /// `crossprobe run` on a config file, its log collected; killed on drop.
@@ -31,13 +34,18 @@ impl Running {
     /// Starts the binary on `config` (under `ulimit -n` when given) and waits for its start-up
     /// line.
     fn start(pki: &Pki, config: &str, open_files: Option<u32>) -> Running {
+        Self::start_with(pki, config, None, open_files)
+    }
+
+    /// [`Running::start`] with a web configuration file.
+    fn start_with(pki: &Pki, config: &str, web_file: Option<&Path>, open_files: Option<u32>) -> Running {
         let file = pki.path(&format!("config-{}.toml", unique()));
         std::fs::write(&file, config).unwrap();
         let bin = env!("CARGO_BIN_EXE_crossprobe");
         let mut command = match open_files {
             Some(n) => {
                 let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" run --config \"$1\""), bin]).arg(&file);
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" run --config \"$@\""), bin]).arg(&file);
                 c
             }
             None => {
@@ -46,6 +54,9 @@ impl Running {
                 c
             }
         };
+        if let Some(web_file) = web_file {
+            command.arg("--web.config.file").arg(web_file);
+        }
         let mut child = command
             .env("RUST_LOG", "info,lapin=off")
             .stdout(Stdio::null())
@@ -168,8 +179,8 @@ async fn a_stop_does_not_wait_for_half_sent_requests_over_http_or_https() {
     let ca = pki.ca("ca");
     let server = ca.server(&pki, "server");
     for tls in [false, true] {
-        let web = if tls { server.web_tls() } else { String::new() };
-        let mut d = Running::start(&pki, &web_config(&pki, &web), None);
+        let web_file = tls.then(|| write_web_file(&pki, &server.tls_server_config("")));
+        let mut d = Running::start_with(&pki, &web_config(&pki, ""), web_file.as_deref(), None);
         let _silent = TcpStream::connect(d.addr).unwrap();
         let (_plain, _secure) = if tls {
             let mut stream = Client::new(&ca.path, None).connect(d.addr).await.unwrap();
@@ -410,8 +421,8 @@ async fn get_metrics(from: std::net::IpAddr, addr: SocketAddr, user: &str, passw
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_login_is_not_queued_behind_a_flood_of_wrong_passwords_from_another_address() {
     let pki = Pki::new();
-    let web = format!("basic_auth_users = {{ prometheus = \"{}\" }}", bcrypt_hash("scrape-me"));
-    let d = Daemon::start(parse(&web_config(&pki, &web)), RunOptions::default()).await.unwrap();
+    let web = with_web_file(&pki, &basic_auth_users("prometheus", "scrape-me"));
+    let d = Daemon::start(parse(&web_config(&pki, "")), web).await.unwrap();
     let addr = d.addr();
     let (stop, checked, shed) =
         (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

@@ -13,6 +13,8 @@ mod targets;
 mod validate;
 mod values;
 mod web;
+mod web_file;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +25,8 @@ pub use crossprobe_probes::amqp::QueueKind;
 pub use crossprobe_probes::Protocol;
 pub use discovered::Found;
 pub use error::{escaped, quoted, ConfigError, Problem, MAX_ECHO_CHARS, MAX_LISTED_PROBLEMS};
-pub use web::{PasswordHash, TlsFiles, WebSettings};
+pub use web::{migrate_web, WebSettings};
+pub use web_file::{CipherSuite, ClientAuth, Curve, PasswordHash, TlsSettings, TlsVersion, WebConfig};
 
 use crate::files;
 use crate::matrix::Matrix;
@@ -150,7 +153,7 @@ pub struct Daemon {
     /// latency families): one group per distinct combination of their values. Every dimension
     /// listed makes one group per cell.
     pub latency_by: Vec<String>,
-    /// `[daemon.web]`: TLS and basic authentication of the HTTP server.
+    /// `[daemon.web]`: the HTTP server's limits and `POST /-/reload`.
     pub web: WebSettings,
 }
 

@@ -41,15 +41,16 @@ pub struct RawDaemon {
     pub web: Option<RawWeb>,
 }
 
-/// `[daemon.web]`: the TLS and basic-auth keys as in Prometheus's exporter web config, then the
-/// server's own limits and switches.
+/// `[daemon.web]`: the server's own limits and switches. The TLS and basic-auth keys are retired
+/// (they moved to `--web.config.file`); they are still read, whatever their shape, only to say
+/// how to migrate.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWeb {
-    pub tls_cert_file: Option<Str>,
-    pub tls_key_file: Option<Str>,
-    pub tls_client_ca_file: Option<Str>,
-    pub basic_auth_users: Option<BTreeMap<String, Str>>,
+    pub tls_cert_file: Option<Spanned<toml::Value>>,
+    pub tls_key_file: Option<Spanned<toml::Value>>,
+    pub tls_client_ca_file: Option<Spanned<toml::Value>>,
+    pub basic_auth_users: Option<Spanned<toml::Value>>,
     pub max_connections: Option<Spanned<i64>>,
     pub header_read_timeout: Option<Str>,
     pub idle_timeout: Option<Str>,

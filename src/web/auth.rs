@@ -1,6 +1,7 @@
 //! HTTP basic authentication in front of every endpoint, as exporter-toolkit does it: users
-//! with bcrypt hashes from `[daemon.web] basic_auth_users`; anything else gets `401` with
-//! `WWW-Authenticate: Basic realm="crossprobe"`.
+//! with bcrypt hashes from the web configuration file's `basic_auth_users` (as it is now: see
+//! [`super::file`]); anything else gets `401` with `WWW-Authenticate: Basic realm="crossprobe"`.
+//! The file's `http_server_config.headers` are added to every response, a 401 included.
 //!
 //! bcrypt is slow on purpose (tens of milliseconds at cost 10) and Prometheus scrapes often, so
 //! a successful check is remembered, keyed by an HMAC-SHA-256 of user, password and hash under a
@@ -24,6 +25,7 @@ use ring::hmac;
 
 use super::attempts::{Attempts, Client, Refused};
 use super::connection::Peer;
+use super::file::WebFile;
 use crate::config::PasswordHash;
 
 /// The realm clients are told to authenticate for.
@@ -35,35 +37,34 @@ const REMEMBERED: usize = 1024;
 /// A bcrypt hash (cost 10) of a random string, checked for unknown users (exporter-toolkit's).
 const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
 
-/// The configured users and the checks that passed.
+/// The checks that passed, and the queue of those in progress. A remembered check names the
+/// hash it passed against, so a user whose hash changed in the file is checked again.
 pub struct BasicAuth {
-    users: BTreeMap<String, PasswordHash>,
     key: hmac::Key,
     verified: Mutex<HashSet<[u8; 32]>>,
     attempts: Attempts,
 }
 
-impl BasicAuth {
-    /// `None` when no users are configured: no authentication.
-    pub fn new(users: &BTreeMap<String, PasswordHash>) -> Option<BasicAuth> {
-        if users.is_empty() {
-            return None;
-        }
+impl Default for BasicAuth {
+    /// Nothing remembered yet, under a key drawn now.
+    fn default() -> BasicAuth {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
             .expect("the system random number generator works");
-        Some(BasicAuth {
-            users: users.clone(),
-            key,
-            verified: Mutex::new(HashSet::new()),
-            attempts: Attempts::default(),
-        })
+        BasicAuth { key, verified: Mutex::new(HashSet::new()), attempts: Attempts::default() }
     }
+}
 
-    /// Whether an `Authorization` header names a configured user with the right password;
+impl BasicAuth {
+    /// Whether an `Authorization` header names one of `users` with the right password;
     /// refused without a check when `client` has too many in progress.
-    pub async fn allows(&self, authorization: Option<&HeaderValue>, client: Client) -> Result<bool, Refused> {
+    pub async fn allows(
+        &self,
+        users: &BTreeMap<String, PasswordHash>,
+        authorization: Option<&HeaderValue>,
+        client: Client,
+    ) -> Result<bool, Refused> {
         let Some((user, password)) = authorization.and_then(credentials) else { return Ok(false) };
-        let hash = self.users.get(&user);
+        let hash = users.get(&user);
         let tag = hash.map(|h| self.tag(&user, &password, h));
         if tag.is_some_and(|t| self.remembers(&t)) {
             return Ok(true);
@@ -119,17 +120,34 @@ fn credentials(value: &HeaderValue) -> Option<(String, String)> {
     Some((user, password))
 }
 
-/// Middleware: passes authenticated requests on, answers the rest with 401, and 429 when the
-/// client has too many checks in progress.
-pub async fn require(State(auth): State<Arc<BasicAuth>>, request: Request, next: Next) -> Response {
+/// The web configuration file and the checks made against its users.
+pub struct Guard {
+    pub file: Arc<WebFile>,
+    pub auth: BasicAuth,
+}
+
+/// Middleware: passes authenticated requests on (every request, when the file names no
+/// users), answers the rest with 401, and 429 when the client has too many checks in progress;
+/// adds the file's headers to whatever answers.
+pub async fn require(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let served = guard.file.current();
     let client = request.extensions().get::<Peer>().map_or(Client::UNKNOWN, |p| Client::of(p.0.ip()));
-    match auth.allows(request.headers().get(header::AUTHORIZATION), client).await {
+    let allowed = if served.users.is_empty() {
+        Ok(true)
+    } else {
+        guard.auth.allows(&served.users, request.headers().get(header::AUTHORIZATION), client).await
+    };
+    let mut response = match allowed {
         Ok(true) => next.run(request).await,
         Ok(false) => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, CHALLENGE)], "Unauthorized\n")
             .into_response(),
         Err(refused) => (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], format!("{refused}\n"))
             .into_response(),
+    };
+    for (name, value) in &served.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
     }
+    response
 }
 
 #[cfg(test)]
@@ -141,10 +159,9 @@ mod tests {
         HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
     }
 
-    fn auth() -> BasicAuth {
+    fn users() -> BTreeMap<String, PasswordHash> {
         let hash = bcrypt::hash("s3cret:with colon", 4).unwrap();
-        let users = BTreeMap::from([("prometheus".to_owned(), PasswordHash::new(hash))]);
-        BasicAuth::new(&users).unwrap()
+        BTreeMap::from([("prometheus".to_owned(), PasswordHash::new(hash))])
     }
 
     #[test]
@@ -167,10 +184,10 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_right_user_and_password_pass_and_successes_are_remembered() {
-        let auth = auth();
+        let (auth, users) = (BasicAuth::default(), users());
         let allows = |h: Option<HeaderValue>| {
-            let auth = &auth;
-            async move { auth.allows(h.as_ref(), Client::UNKNOWN).await.expect("never refused here") }
+            let (auth, users) = (&auth, &users);
+            async move { auth.allows(users, h.as_ref(), Client::UNKNOWN).await.expect("never refused here") }
         };
         assert!(!allows(None).await, "no header");
         assert!(!allows(Some(header("prometheus", "wrong"))).await, "wrong password");
@@ -180,12 +197,20 @@ mod tests {
         assert_eq!(auth.verified.lock().unwrap().len(), 1, "a success is remembered");
         assert!(allows(Some(header("prometheus", "s3cret:with colon"))).await);
         assert!(!allows(Some(header("prometheus", "s3cret"))).await, "a prefix is not the password");
+        let rotated =
+            BTreeMap::from([("prometheus".to_owned(), PasswordHash::new(bcrypt::hash("new", 4).unwrap()))]);
+        let old = header("prometheus", "s3cret:with colon");
+        assert!(
+            !auth.allows(&rotated, Some(&old), Client::UNKNOWN).await.unwrap(),
+            "a remembered check is for the old hash only"
+        );
+        assert!(auth.allows(&rotated, Some(&header("prometheus", "new")), Client::UNKNOWN).await.unwrap());
     }
 
     #[test]
     fn remembered_tags_tell_users_passwords_and_hashes_apart() {
-        let auth = auth();
-        let hash = auth.users["prometheus"].clone();
+        let auth = BasicAuth::default();
+        let hash = users()["prometheus"].clone();
         let tag = auth.tag("prometheus", "s3cret:with colon", &hash);
         assert_eq!(tag, auth.tag("prometheus", "s3cret:with colon", &hash));
         assert_ne!(tag, auth.tag("prometheus", "s3cret:with colon", &PasswordHash::new(DUMMY_HASH)));

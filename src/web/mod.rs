@@ -1,10 +1,12 @@
-//! `[daemon.web]` applied to the HTTP server: HTTPS (with optional client certificates) and
-//! basic authentication, for every endpoint, in the manner of Prometheus's exporter-toolkit;
-//! the connection cap and timeouts; and the check that keeps other web sites' pages away from
-//! `POST /-/reload`.
+//! The HTTP server's connections and what guards them: HTTPS (with optional client
+//! certificates), basic authentication and response headers for every endpoint, from an
+//! exporter-toolkit web configuration file (`--web.config.file`) as Prometheus's exporters
+//! read it; the connection cap and timeouts of `[daemon.web]`; and the check that keeps other
+//! web sites' pages away from `POST /-/reload`.
 //!
-//! - [`tls`]: PEM files, the rustls configuration and its reload when the files change.
-//! - [`auth`]: the basic-auth middleware and its memory of successful checks.
+//! - [`file`]: the web configuration file, re-read when it or a PEM file it names changes.
+//! - [`tls`]: the rustls configuration of `tls_server_config`.
+//! - [`auth`]: the basic-auth and headers middleware, and its memory of successful checks.
 //! - [`attempts`]: the queue of password checks, taken in turn by client address.
 //! - [`connection`]: one connection's handshake, timeouts and end.
 //! - [`origin`]: whether a request comes from another web site's page.
@@ -19,9 +21,11 @@
 pub mod attempts;
 pub mod auth;
 pub mod connection;
+pub mod file;
 pub mod origin;
 pub mod tls;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +40,7 @@ use tracing::warn;
 
 use crate::config::WebSettings;
 use connection::Timeouts;
+pub use file::WebError;
 
 /// Once the server stops, requests in progress get this long to finish.
 pub const DRAIN: Duration = Duration::from_secs(5);
@@ -43,26 +48,33 @@ pub const DRAIN: Duration = Duration::from_secs(5);
 /// The connection-cap warning is logged at most this often.
 const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
-/// What `[daemon.web]` asks of the server, loaded before any port is bound.
+/// What `[daemon.web]` and the web configuration file ask of the server, loaded before any
+/// port is bound.
 pub struct Web {
-    tls: Option<Arc<tls::Certificates>>,
-    auth: Option<Arc<auth::BasicAuth>>,
+    file: Option<Arc<file::WebFile>>,
     max_connections: usize,
     timeouts: Timeouts,
 }
 
 impl Web {
-    /// Reads the TLS files (again: they may have changed since validation).
-    pub fn load(settings: &WebSettings) -> Result<Web, crate::pem::TlsError> {
-        let tls = settings.tls.as_ref().map(tls::Certificates::load).transpose()?.map(Arc::new);
-        let auth = auth::BasicAuth::new(&settings.basic_auth_users).map(Arc::new);
+    /// Reads the web configuration file, if one is given (again: it may have changed since
+    /// `main` checked it).
+    pub fn load(settings: &WebSettings, web_config_file: Option<&Path>) -> Result<Web, WebError> {
+        let file = web_config_file.map(file::WebFile::load).transpose()?.map(Arc::new);
         let timeouts = Timeouts { header_read: settings.header_read_timeout, idle: settings.idle_timeout };
-        Ok(Web { tls, auth, max_connections: settings.max_connections, timeouts })
+        Ok(Web { file, max_connections: settings.max_connections, timeouts })
+    }
+
+    /// Calls `f` with the result of each reload of the web configuration file.
+    pub fn on_reload(&self, f: impl Fn(bool) + Send + Sync + 'static) {
+        if let Some(file) = &self.file {
+            file.on_reload(f);
+        }
     }
 
     /// `https` or `http`, for logs.
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
+        if self.file.as_ref().is_some_and(|f| f.is_https()) {
             "https"
         } else {
             "http"
@@ -77,8 +89,11 @@ impl Web {
         app: Router,
         stop: CancellationToken,
     ) -> std::io::Result<()> {
-        let app = match self.auth {
-            Some(auth) => app.layer(axum::middleware::from_fn_with_state(auth, auth::require)),
+        let app = match &self.file {
+            Some(file) => {
+                let guard = Arc::new(auth::Guard { file: file.clone(), auth: auth::BasicAuth::default() });
+                app.layer(axum::middleware::from_fn_with_state(guard, auth::require))
+            }
             None => app,
         };
         let connections = TaskTracker::new();
@@ -101,7 +116,7 @@ impl Web {
                 cap.refused(self.max_connections);
                 continue;
             };
-            let tls = self.tls.as_ref().map(|c| TlsAcceptor::from(c.current()));
+            let tls = self.file.as_ref().and_then(|f| f.current().tls.clone()).map(TlsAcceptor::from);
             let task =
                 connection::serve(tcp, peer, tls, app.clone(), self.timeouts, stop.clone(), force.clone());
             connections.spawn(async move {

@@ -1,87 +1,134 @@
-//! HTTPS for the daemon's endpoints: the rustls server configuration built from the PEM files
-//! (read by [`crate::pem`], as config validation reads them), and its reload when they change.
-//!
-//! Every new connection looks at the modification time and size of the certificate, key and
-//! client CA files (one `stat` each); when any changed, the configuration is rebuilt from the
-//! files. A rebuild that fails (say, a certificate rotated before its key) is logged once per
-//! change and the previous configuration stays in use, so a rotation in progress never takes
-//! the endpoint down. exporter-toolkit re-reads the files on every handshake; this has the same
-//! effect without parsing them again when nothing changed.
+//! HTTPS for the daemon's endpoints: the rustls server configuration that a web configuration
+//! file's `tls_server_config` describes, its PEM files read by [`crate::pem`] as `check` reads
+//! them. [`super::file`] rebuilds it when the files change.
 
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SingleCertAndKey;
-use rustls::ServerConfig;
-use tracing::{info, warn};
+use rustls::{NamedGroup, ServerConfig, SupportedCipherSuite};
 
-use crate::config::TlsFiles;
+use crate::config::{CipherSuite, ClientAuth, Curve, TlsSettings, TlsVersion};
 use crate::pem::{certificates, certified_key, client_roots, invalid, private_key, TlsError};
 
-/// The rustls configuration the files describe: HTTP/1.1, client certificates required and
-/// verified when a client CA is given.
-pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
-    let certs = certificates(&files.cert_file)?;
-    let key = private_key(&files.key_file)?;
-    let certified = certified_key(certs, key, &files.cert_file, &files.key_file)?;
-    let builder = ServerConfig::builder();
-    let builder = match &files.client_ca_file {
-        Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder(Arc::new(client_roots(ca)?))
-                .build()
-                .map_err(|e| invalid(ca, e))?;
-            builder.with_client_cert_verifier(verifier)
+/// The rustls configuration `tls` describes: HTTP/1.1; the TLS versions, TLS 1.2 suites and key
+/// exchange groups it names, in its order; client certificates verified as it says.
+pub fn server_config(tls: &TlsSettings) -> Result<ServerConfig, TlsError> {
+    let certs = certificates(&tls.cert_file)?;
+    let key = private_key(&tls.key_file)?;
+    let certified = certified_key(certs, key, &tls.cert_file, &tls.key_file)?;
+    let provider = Arc::new(provider(tls));
+    let versions: Vec<_> =
+        [(TlsVersion::Tls12, &rustls::version::TLS12), (TlsVersion::Tls13, &rustls::version::TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (tls.min_version..=tls.max_version).contains(v))
+            .map(|(_, version)| version)
+            .collect();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| invalid(&tls.cert_file, e))?;
+    let builder = match &tls.client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::VerifyIfGiven(ca) | ClientAuth::Require(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots(ca)?), provider);
+            let verifier = match &tls.client_auth {
+                ClientAuth::VerifyIfGiven(_) => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| invalid(ca, e))?)
         }
-        None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    config.ignore_client_order = tls.prefer_server_cipher_suites;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// Modification time and size of each file; `None` for a file that cannot be looked at.
-type Stamp = Vec<Option<(SystemTime, u64)>>;
-
-fn stamp(files: &TlsFiles) -> Stamp {
-    [Some(&files.cert_file), Some(&files.key_file), files.client_ca_file.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
-        .collect()
+/// The process's crypto provider (ring, the one the build has) narrowed to the suites and
+/// groups `tls` names. TLS 1.3 suites are always all offered, as Go does.
+fn provider(tls: &TlsSettings) -> CryptoProvider {
+    let base = ServerConfig::builder().crypto_provider().clone();
+    let mut provider = (*base).clone();
+    if !tls.cipher_suites.is_empty() {
+        let tls13 = base.cipher_suites.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+        let chosen = tls
+            .cipher_suites
+            .iter()
+            .filter_map(|c| base.cipher_suites.iter().find(|s| s.suite() == suite(*c)));
+        provider.cipher_suites = tls13.chain(chosen).copied().collect();
+    }
+    if !tls.curve_preferences.is_empty() {
+        provider.kx_groups = tls
+            .curve_preferences
+            .iter()
+            .filter_map(|c| base.kx_groups.iter().find(|g| g.name() == group(*c)).copied())
+            .collect();
+    }
+    provider
 }
 
-/// The server configuration for new connections, rebuilt when the files change.
-pub struct Certificates {
-    files: TlsFiles,
-    current: Mutex<(Stamp, Arc<ServerConfig>)>,
+fn suite(c: CipherSuite) -> rustls::CipherSuite {
+    use rustls::CipherSuite as S;
+    match c {
+        CipherSuite::EcdheEcdsaAes128GcmSha256 => S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::EcdheEcdsaAes256GcmSha384 => S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::EcdheEcdsaChacha20Poly1305 => S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        CipherSuite::EcdheRsaAes128GcmSha256 => S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::EcdheRsaAes256GcmSha384 => S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::EcdheRsaChacha20Poly1305 => S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    }
 }
 
-impl Certificates {
-    /// Reads the files; fails when they cannot serve.
-    pub fn load(files: &TlsFiles) -> Result<Certificates, TlsError> {
-        let stamp = stamp(files);
-        let config = Arc::new(server_config(files)?);
-        Ok(Certificates { files: files.clone(), current: Mutex::new((stamp, config)) })
+fn group(c: Curve) -> NamedGroup {
+    match c {
+        Curve::X25519 => NamedGroup::X25519,
+        Curve::P256 => NamedGroup::secp256r1,
+        Curve::P384 => NamedGroup::secp384r1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn settings(extra: &str) -> TlsSettings {
+        let yaml = format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{extra}");
+        crate::config::WebConfig::parse(&yaml, Path::new("tests/config/web")).unwrap().tls.unwrap()
     }
 
-    /// The configuration for a connection accepted now.
-    pub fn current(&self) -> Arc<ServerConfig> {
-        let stamp = stamp(&self.files);
-        let mut current = self.current.lock().expect("TLS configuration lock");
-        if current.0 != stamp {
-            // Remembered even when the rebuild fails, so one bad rotation is reported once.
-            current.0 = stamp;
-            match server_config(&self.files) {
-                Ok(config) => {
-                    current.1 = Arc::new(config);
-                    info!(cert_file = %self.files.cert_file.display(), "TLS files changed, reloaded");
-                }
-                Err(e) => {
-                    warn!(error = %e, "TLS files changed but cannot be used; serving with the previous ones")
-                }
-            }
-        }
-        current.1.clone()
+    #[test]
+    fn every_supported_name_is_in_the_crypto_provider() {
+        let all = "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, \
+                   TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, \
+                   TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256]\n  \
+                   curve_preferences: [CurveP384, X25519, CurveP256]\n";
+        let tls = settings(all);
+        let p = provider(&tls);
+        let tls12 = p.cipher_suites.iter().filter(|s| matches!(s, SupportedCipherSuite::Tls12(_))).count();
+        assert_eq!(tls12, 6, "every named TLS 1.2 suite is offered");
+        let groups: Vec<NamedGroup> = p.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            groups,
+            [NamedGroup::secp384r1, NamedGroup::X25519, NamedGroup::secp256r1],
+            "in the file's order"
+        );
+        server_config(&tls).expect("a configuration rustls accepts");
+    }
+
+    #[test]
+    fn narrowing_keeps_tls13_and_only_the_named_tls12_suites() {
+        let p = provider(&settings("  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]\n"));
+        let tls12: Vec<_> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(tls12, [rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]);
+        assert!(p.cipher_suites.iter().any(|s| matches!(s, SupportedCipherSuite::Tls13(_))));
+        let only13 = server_config(&settings("  min_version: TLS13\n")).unwrap();
+        assert!(only13.ignore_client_order, "prefer_server_cipher_suites defaults to true");
     }
 }

@@ -1,7 +1,7 @@
-//! `[daemon.web]` test kit, no brokers needed: a throw-away PKI written to a temp directory
-//! (rcgen, ring), a daemon config whose only broker port is closed (its cells go
-//! `connect_failed`, the HTTP server runs all the same), and a small HTTPS client with optional
-//! basic auth and client certificate.
+//! Web test kit, no brokers needed: a throw-away PKI written to a temp directory (rcgen, ring),
+//! exporter-toolkit web configuration files (`--web.config.file`), a daemon config whose only
+//! broker port is closed (its cells go `connect_failed`, the HTTP server runs all the same),
+//! and a small HTTPS client with optional basic auth and client certificate.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -65,10 +65,35 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The `[daemon.web]` lines serving this identity.
-    pub fn web_tls(&self) -> String {
-        format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"", self.cert.display(), self.key.display())
+    /// The web configuration file's `tls_server_config` serving this identity; `extra` lines
+    /// (indented by two spaces) are added to the section.
+    pub fn tls_server_config(&self, extra: &str) -> String {
+        format!(
+            "tls_server_config:\n  cert_file: \"{}\"\n  key_file: \"{}\"\n{extra}",
+            self.cert.display(),
+            self.key.display()
+        )
     }
+}
+
+/// A web configuration file's `basic_auth_users` with one user.
+pub fn basic_auth_users(user: &str, password: &str) -> String {
+    format!("basic_auth_users:\n  {user}: \"{}\"\n", bcrypt_hash(password))
+}
+
+/// Writes `yaml` as the web configuration file `web.yml` of `pki`, replacing it at once (a
+/// new file renamed over the old, as a Kubernetes Secret update or `mv` does), so the daemon
+/// never reads half of it.
+pub fn write_web_file(pki: &Pki, yaml: &str) -> PathBuf {
+    let (path, next) = (pki.path("web.yml"), pki.path("web.yml.next"));
+    std::fs::write(&next, yaml).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    path
+}
+
+/// Run options with `yaml` as the web configuration file.
+pub fn with_web_file(pki: &Pki, yaml: &str) -> crossprobe::daemon::RunOptions {
+    crossprobe::daemon::RunOptions { web_config_file: Some(write_web_file(pki, yaml)), ..Default::default() }
 }
 
 impl Ca {
@@ -162,6 +187,22 @@ impl Client {
             }
             None => builder.with_no_client_auth(),
         };
+        Client { config: Arc::new(config) }
+    }
+
+    /// A client that trusts `ca` and speaks only TLS 1.2 with the one cipher suite `suite`.
+    pub fn tls12_only(ca: &Path, suite: rustls::CipherSuite) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites.retain(|s| s.suite() == suite);
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         Client { config: Arc::new(config) }
     }
 
