@@ -34,8 +34,27 @@ pub fn scope(labels: &Labels) -> String {
 }
 
 /// The whole verdict in one sentence. `unknown` is the number of cells without an outcome yet,
-/// which the verdict itself does not count.
+/// which the verdict itself does not count. Degraded scopes follow the failures: "All healthy:
+/// none of 12 cells failing; degraded: zone b (round trips 21x their baseline)".
 pub fn explain(v: &Verdict, unknown: usize) -> String {
+    let failures = explain_failures(v, unknown);
+    let degraded: Vec<String> = v
+        .degraded
+        .scopes
+        .iter()
+        .map(|s| match s.latency.factor {
+            Some(f) => format!("{} (round trips {f:.0}x their baseline)", scope(&s.labels)),
+            None => scope(&s.labels),
+        })
+        .collect();
+    if degraded.is_empty() {
+        return failures;
+    }
+    let widespread = if v.degraded.widespread { " (widespread)" } else { "" };
+    format!("{failures}; degraded{widespread}: {}", join_and(&degraded))
+}
+
+fn explain_failures(v: &Verdict, unknown: usize) -> String {
     if v.tick == 0 {
         return "Starting: no verdict evaluated yet".to_owned();
     }
@@ -161,6 +180,7 @@ mod tests {
             quorum: Vec::new(),
             scopes,
             unexplained: Vec::new(),
+            degraded: Default::default(),
         }
     }
 
