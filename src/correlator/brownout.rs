@@ -18,13 +18,19 @@
 //!   that is 9 slow probes of 20: ordinary jitter (1% of probes ten times slower) makes that
 //!   with a chance of about 2e-13 per probe, a real brownout on its ninth slow probe. A
 //!   degraded cell is healthy again after `successes_to_recover` probes in a row that are not
-//!   slow. The slow ratio is learned only while the cell is not degraded, so a brownout cannot
-//!   raise its own bar.
-//! - **Absorption.** The baseline learns every `ok` probe, slow or not, so a lasting shift
-//!   becomes the new normal: the median moves when the new level holds half of the decayed
-//!   weight, which for a cell with a long history is exactly one half-life (4 hours by default:
-//!   long enough for a ticket to be seen and acted on, short enough that a deliberate change,
-//!   such as moving a broker farther away, stops alerting by itself within a working shift).
+//!   slow. A probe's slowness is learned into the slow ratio only when it leaves the window of
+//!   a cell that is not degraded, so a brownout cannot raise its own bar: its first slow probes
+//!   are still in the window when they make the cell degraded.
+//! - **Absorption.** The baseline learns the `ok` probes of a cell that is not degraded (its
+//!   occasional slow probes included), so a slow drift is followed as the weights decay. It
+//!   learns nothing while the cell is degraded: otherwise a cell with a short history (a daemon
+//!   started an hour ago) would absorb a brownout in as many probes as it has history. A cell
+//!   degraded for a whole `baseline_half_life` without a break (4 hours by default) has seen a
+//!   lasting shift: it starts learning afresh, and after `learning_probes` its new level is the
+//!   baseline. So a lasting shift is absorbed after one half-life plus the learning time,
+//!   whatever the history: long enough for a ticket to be seen and acted on in the same shift,
+//!   short enough that a deliberate change (a broker moved farther away) stops alerting by
+//!   itself.
 //! - **Failures outrank slowness.** A cell in a failure episode (failing or recovering) is
 //!   forgotten by the slow layer: it is never also degraded, and is judged afresh once healthy.
 //! - **Scopes.** Degraded cells are explained by a second [`Correlator`] over the slow/not-slow
@@ -273,6 +279,8 @@ pub struct Brownouts {
     log_alpha: f64,
     baselines: Vec<Baseline>,
     recent: Vec<Recent>,
+    /// Per cell, the tick its current degraded episode began.
+    degraded_since: Vec<Option<u64>>,
     /// The scope machinery, on slow (failed) and not slow (ok) judged probes.
     slow: Correlator,
 }
@@ -297,6 +305,7 @@ impl Brownouts {
             log_alpha: b.significance.ln(),
             baselines: vec![Baseline::default(); matrix.len()],
             recent: vec![Recent::default(); matrix.len()],
+            degraded_since: vec![None; matrix.len()],
             slow: Correlator::bare(matrix, &slow_settings(settings))?,
         })
     }
@@ -314,6 +323,7 @@ impl Brownouts {
             if let Some(p) = p.filter(|&p| p < self.baselines.len()) {
                 next.baselines[i] = self.baselines[p].clone();
                 next.recent[i] = self.recent[p].clone();
+                next.degraded_since[i] = self.degraded_since[p];
             }
         }
         next.slow = self.slow.reconfigured(matrix, &slow_settings(settings), previous)?;
@@ -337,11 +347,13 @@ impl Brownouts {
     pub fn record(&mut self, cell: usize, tick: u64, state: CellState, rtt: Option<Duration>) {
         if state.in_episode() {
             self.slow.forget(cell);
+            self.degraded_since[cell] = None;
             return;
         }
         let Some(rtt) = rtt else { return };
         let ms = rtt.as_secs_f64() * 1000.0;
         let (h, s) = (self.half_life_ticks, self.settings);
+        self.recent[cell].push(ms, s.window as usize);
         if self.baselines[cell].learned >= u64::from(s.learning_probes) {
             let base = &self.baselines[cell];
             let slow = base.quantile(0.5).is_some_and(|p50| ms > self.threshold(p50));
@@ -351,14 +363,30 @@ impl Brownouts {
                 failures_to_fail: k,
                 successes_to_recover: s.successes_to_recover,
             };
-            if let Ok(judged) = self.slow.record_flag(cell, slow.then_some(SLOW), &ws) {
-                if !judged.in_episode() {
-                    self.baselines[cell].learn_slow(slow, tick, h);
+            // The probe this one pushes out of the window, learned only now: a brownout's first
+            // slow probes are still in the window when it turns the cell degraded, so they
+            // never raise the slow ratio that judges them.
+            let leaving = self.slow.window(cell).and_then(|w| w.oldest(s.window));
+            let Ok(judged) = self.slow.record_flag(cell, slow.then_some(SLOW), &ws) else { return };
+            if judged.in_episode() {
+                // Not learned: a brownout must not become the baseline probe by probe (a cell
+                // with a short history would absorb it in as many probes). Degraded for a whole
+                // half-life, the cell starts learning afresh: the shift has lasted.
+                let since = *self.degraded_since[cell].get_or_insert(tick);
+                if (tick.saturating_sub(since) as f64) < h {
+                    return;
+                }
+                self.baselines[cell] = Baseline::default();
+                self.slow.forget(cell);
+                self.degraded_since[cell] = None;
+            } else {
+                self.degraded_since[cell] = None;
+                if let Some(was_slow) = leaving {
+                    self.baselines[cell].learn_slow(was_slow, tick, h);
                 }
             }
         }
         self.baselines[cell].learn(ms, tick, h);
-        self.recent[cell].push(ms, s.window as usize);
     }
 
     /// Forgets `cell`'s slow window (a cell that stopped reporting); its baseline stays.
@@ -492,7 +520,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_baseline_median_ignores_a_one_percent_tail_and_moves_after_one_half_life() {
+    fn the_baseline_median_ignores_a_one_percent_tail_and_follows_a_drift_after_one_half_life() {
         let mut b = Baseline::default();
         let h = 100.0;
         for t in 0..1000u64 {

@@ -86,6 +86,7 @@ impl Correlator {
     pub fn new(matrix: &Matrix, settings: &CorrelatorSettings) -> Result<Self, CorrelatorError> {
         let mut c = Correlator::bare(matrix, settings)?;
         c.brownout = Some(Box::new(Brownouts::new(matrix, settings)?));
+        c.verdict.degraded.learning_cells = matrix.len();
         Ok(c)
     }
 
@@ -221,6 +222,11 @@ impl Correlator {
             self.onsets[cell] = stamp;
         }
         Ok(state)
+    }
+
+    /// Cell `cell`'s window.
+    pub(super) fn window(&self, cell: usize) -> Option<&CellWindow> {
+        self.windows.get(cell)
     }
 
     /// Forgets cell `cell`'s outcomes: it is `unknown` until its next outcome (a cell that

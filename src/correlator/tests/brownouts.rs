@@ -193,6 +193,48 @@ fn a_learning_cell_is_never_degraded_and_a_reload_keeps_kept_baselines() {
     assert!((180.0..220.0).contains(&p50), "kept baseline p50 {p50}");
 }
 
+#[test]
+fn a_brownout_right_after_learning_does_not_raise_its_own_bar() {
+    // 40 probes of history, then zone b 200 ms slower: its first slow probes must make the
+    // cells degraded, not the slow ratio that judges them (nor the baseline) climb.
+    let m = grid();
+    let mut s = CorrelatorSettings::default();
+    s.brownout.learning_probes = 40;
+    let mut c = Correlator::new(&m, &s).unwrap();
+    let seen = drive(&m, &s, 0..120, &mut c, 12, |t, cell, rng| {
+        let extra = if t >= 45 && in_scope(&m, cell, &[("az", "b")]) { 200.0 } else { 0.0 };
+        Some(jitter(rng, usual_ms(&m, cell), 0.2, 0.01) + extra)
+    });
+    let first = seen.iter().position(|s| s.degraded == vec![scope(&[("az", "b")])]).expect("az=b degraded");
+    assert!((45..70).contains(&first), "named at tick {first}");
+    assert!(seen[first..].iter().all(|s| s.degraded == vec![scope(&[("az", "b")])]), "and it stays");
+}
+
+#[test]
+fn a_lasting_shift_is_absorbed_after_one_half_life_and_relearning() {
+    let m = grid();
+    let mut s = CorrelatorSettings::default();
+    s.brownout.baseline_half_life = std::time::Duration::from_secs(300);
+    let mut c = Correlator::new(&m, &s).unwrap();
+    let usual = |t: u64, cell: usize, rng: &mut SplitMix| {
+        let extra = if t >= 600 && in_scope(&m, cell, &[("az", "b")]) { 200.0 } else { 0.0 };
+        Some(jitter(rng, usual_ms(&m, cell), 0.2, 0.01) + extra)
+    };
+    let seen = drive(&m, &s, 0..1300, &mut c, 11, usual);
+    let degraded = |t: usize| seen[t].degraded == vec![scope(&[("az", "b")])];
+    // Degraded from the shift on, and for a whole half-life (300 ticks), although the cells had
+    // only 600 ticks of history: the brownout is not learned probe by probe.
+    assert!((620..=905).all(degraded), "az=b degraded through the half-life");
+    // Then the cells learn afresh (300 probes) and the new level is their baseline.
+    assert!(seen[1250].degraded.is_empty() && seen[1250].degraded_cells == 0, "{:?}", seen[1250]);
+    let b = c.brownouts().unwrap();
+    let zone_b: Vec<_> = b.cells().enumerate().filter(|(i, _)| in_scope(&m, *i, &[("az", "b")])).collect();
+    assert!(
+        zone_b.iter().all(|(_, l)| l.latency == LatencyState::Normal && l.baseline_p50_ms.unwrap() > 190.0),
+        "{zone_b:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
