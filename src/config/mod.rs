@@ -345,8 +345,8 @@ pub struct CorrelatorSettings {
 /// make it degraded (see `correlator::brownout`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BrownoutSettings {
-    /// Half-life of the baseline's memory: a lasting shift becomes the new median after one
-    /// half-life.
+    /// Half-life of the baseline's memory (how fast a drift is followed); a cell degraded for
+    /// that long without a break starts learning afresh.
     pub baseline_half_life: Duration,
     /// `ok` probes a cell needs before it is judged; until then it is learning.
     pub learning_probes: u32,

@@ -186,7 +186,7 @@ pub struct CellLatency {
     pub latency: LatencyState,
     pub baseline_p50_ms: Option<f64>,
     pub baseline_p99_ms: Option<f64>,
-    /// Median of the cell's last `window` ok round trips.
+    /// Median of the cell's last `successes_to_recover` ok round trips.
     pub current_p50_ms: Option<f64>,
 }
 
@@ -196,7 +196,9 @@ pub struct LatencyEvidence {
     /// Median over the degraded cells of their baselines' p50 and p99.
     pub baseline_p50_ms: Option<f64>,
     pub baseline_p99_ms: Option<f64>,
-    /// Quantiles of the degraded cells' last `window` ok round trips, pooled.
+    /// Quantiles of the degraded cells' last `successes_to_recover` ok round trips, pooled: as
+    /// many as clear a degraded cell, and few enough that a brownout shows in them on the probe
+    /// that makes its cell degraded.
     pub current_p50_ms: Option<f64>,
     pub current_p99_ms: Option<f64>,
     /// `current_p50_ms / baseline_p50_ms`.
@@ -353,7 +355,7 @@ impl Brownouts {
         let Some(rtt) = rtt else { return };
         let ms = rtt.as_secs_f64() * 1000.0;
         let (h, s) = (self.half_life_ticks, self.settings);
-        self.recent[cell].push(ms, s.window as usize);
+        self.recent[cell].push(ms, s.successes_to_recover as usize);
         if self.baselines[cell].learned >= u64::from(s.learning_probes) {
             let base = &self.baselines[cell];
             let slow = base.quantile(0.5).is_some_and(|p50| ms > self.threshold(p50));
