@@ -368,7 +368,7 @@ fn brownout(p: &mut Problems, raw: &RawBrownout) -> BrownoutSettings {
     );
     let slow_factor = match &raw.slow_factor {
         Some(v) if !(*v.get_ref() >= 1.0 && *v.get_ref() <= 1000.0) => {
-            p.add(&path("slow_factor"), Some(v.span()), format!("{} is not in [1, 1000]", v.get_ref()));
+            p.add(path("slow_factor"), Some(v.span()), format!("{} is not in [1, 1000]", v.get_ref()));
             d.slow_factor
         }
         Some(v) => *v.get_ref(),
