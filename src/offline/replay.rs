@@ -10,7 +10,10 @@
 //! `at_ms`, and the tick at boundary `B` evaluates every record with `at_ms < B`; ticks without
 //! records still happen, and a last tick covers the last records. Records may be out of order
 //! within the current tick, never behind an evaluated one. One JSON line is printed whenever the
-//! level or the set of active scopes changes (and for the first tick).
+//! level, the set of active scopes or the set of degraded scopes changes (and for the first
+//! tick). The `ok` records' `rtt_ms` feed the cells' latency baselines exactly as live round
+//! trips do, so a recording replays its brownouts: a line lists the active degraded scopes in
+//! `degraded` (left out when there are none) and `evidence.degraded` has their figures.
 //!
 //! Gaps cost nothing: once a tick without records leaves the correlator settled (see
 //! [`Correlator::settled`]), the remaining empty ticks of the gap are taken in one step, with the

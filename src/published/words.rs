@@ -257,6 +257,39 @@ mod tests {
     }
 
     #[test]
+    fn degraded_scopes_follow_the_failures() {
+        use crate::correlator::brownout::LatencyEvidence;
+        use crate::correlator::DegradedScope;
+        let mut v = verdict(Level::Ok, 0, 0, vec![]);
+        let latency = LatencyEvidence {
+            baseline_p50_ms: Some(4.0),
+            baseline_p99_ms: Some(9.0),
+            current_p50_ms: Some(84.0),
+            current_p99_ms: Some(200.0),
+            factor: Some(21.0),
+        };
+        v.degraded.scopes.push(DegradedScope {
+            labels: labels(&[("az", "b")]),
+            degraded_cells: 8,
+            total_cells: 8,
+            slow_ratio_inside: Some(0.9),
+            slow_ratio_outside: Some(0.0),
+            values: Default::default(),
+            latency,
+            flapping: false,
+            strong_evidence: true,
+            ticks_active: 1,
+            active_since: String::new(),
+        });
+        assert_eq!(
+            explain(&v, 0),
+            "All healthy: none of 12 cells failing; degraded: zone b (round trips 21x their baseline)"
+        );
+        v.degraded.widespread = true;
+        assert!(explain(&v, 0).contains("; degraded (widespread): zone b"));
+    }
+
+    #[test]
     fn scopes_name_every_fixed_dimension() {
         assert_eq!(scope(&labels(&[])), "every cell");
         assert_eq!(
