@@ -11,7 +11,7 @@ use crossprobe_probes::tracker::Event;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, LoadError, ProbeSettings, ValidatedConfig, MAX_LISTED_PROBLEMS};
-use crate::correlator::{CellState, Correlator};
+use crate::correlator::{CellLatency, CellState, Correlator, Labels, LatencyState};
 use crate::metrics::Metrics;
 use crate::offline::recording::Recorder;
 use crate::offline::OutcomeRecord;
@@ -131,7 +131,7 @@ impl Evaluator {
         self.metrics.record(o.cell, &event);
         self.log.record(&self.config, o.cell, &event);
         let Event::Done(result) = event else { return };
-        if let Err(e) = self.correlator.record(o.cell, &result.outcome) {
+        if let Err(e) = self.correlator.record_rtt(o.cell, &result.outcome, result.roundtrip) {
             warn!(error = %e, "correlator rejected an outcome");
         }
         self.reported[o.cell] = true;
@@ -222,18 +222,21 @@ impl Evaluator {
         let verdict = self.correlator.verdict();
         let states: Vec<CellState> = self.correlator.cell_states().collect();
         self.metrics.set_cell_states(states.iter().map(|s| s.gauge()));
-        let scopes: Vec<Vec<String>> = verdict
-            .scope_labels()
-            .iter()
-            .map(|fixed| {
-                m.dimensions()
-                    .iter()
-                    .map(|d| fixed.0.iter().find(|(k, _)| k == d).map_or("*".to_owned(), |(_, v)| v.clone()))
-                    .collect()
-            })
-            .collect();
+        let scopes: Vec<Vec<String>> =
+            verdict.scope_labels().iter().map(|fixed| scope_values(m.dimensions(), fixed)).collect();
         let level = verdict.level;
         self.metrics.set_verdict(level.gauge(), level == crate::correlator::Level::Outage, scopes);
+        let degraded: Vec<Vec<String>> =
+            verdict.degraded.scopes.iter().map(|s| scope_values(m.dimensions(), &s.labels)).collect();
+        self.metrics.set_degraded(verdict.degraded.widespread, degraded);
+        let latency: Vec<Option<CellLatency>> = match self.correlator.brownouts() {
+            Some(b) => b.cells().map(Some).collect(),
+            None => vec![None; m.len()],
+        };
+        self.metrics.set_baselines(latency.iter().map(|l| {
+            l.filter(|l| l.latency != LatencyState::Learning)
+                .and_then(|l| l.baseline_p50_ms.zip(l.baseline_p99_ms))
+        }));
         if self.last_level != Some(level.as_str()) {
             let scopes: Vec<String> = verdict.scope_labels().iter().map(|l| l.describe()).collect();
             info!(verdict = level.as_str(), rule = %verdict.rule, scopes = %scopes.join(" "), "verdict changed");
@@ -246,10 +249,12 @@ impl Evaluator {
             .cells()
             .iter()
             .zip(&states)
-            .map(|(c, &state)| CellView {
+            .zip(latency)
+            .map(|((c, &state), latency)| CellView {
                 id: c.id.as_str().to_owned(),
                 labels: m.labels(c).map(|(d, v)| (d.to_owned(), v.to_owned())).collect(),
                 state,
+                latency,
             })
             .collect();
         self.published.set_verdict(VerdictDocument {
@@ -273,6 +278,15 @@ impl Evaluator {
         };
         self.published.set_not_ready(not_ready);
     }
+}
+
+/// A scope's labels as one value per dimension, `*` where it does not fix it: the label values
+/// of `crossprobe_scope_down` and `crossprobe_scope_degraded`.
+fn scope_values(dimensions: &[String], fixed: &Labels) -> Vec<String> {
+    dimensions
+        .iter()
+        .map(|d| fixed.0.iter().find(|(k, _)| k == d).map_or("*".to_owned(), |(_, v)| v.clone()))
+        .collect()
 }
 
 /// How long a cell may go without an outcome before it counts as unknown: three intervals, a

@@ -1,8 +1,8 @@
 //! Every metric the daemon exports, named here and nowhere else. Other modules call domain
 //! methods ([`Metrics::record`], [`Metrics::set_cell_states`], [`Metrics::set_verdict`]).
 //!
-//! The series budget: a cell costs 12 series (6 outcome counters, 5 message counters, its
-//! state), plus an error counter per stage and kind it has met. Latency (two histograms and
+//! The series budget: a cell costs 14 series (6 outcome counters, 5 message counters, its
+//! state, its round-trip baseline's p50 and p99), plus an error counter per stage and kind it has met. Latency (two histograms and
 //! the HDR window quantiles) is kept per latency group, by default one per zone, protocol and
 //! broker (`[daemon] latency_by`); listing every dimension there makes the groups the cells,
 //! for a small matrix. The matrix's series are plain atomics written straight into the text
@@ -52,6 +52,9 @@ pub struct Metrics {
     outage: IntGauge,
     scope_down: IntGaugeVec,
     scopes_shown: std::sync::Mutex<Vec<Vec<String>>>,
+    scope_degraded: IntGaugeVec,
+    degraded_shown: std::sync::Mutex<Vec<Vec<String>>>,
+    degraded_widespread: IntGauge,
     pub reload_success: IntGauge,
     pub reload_success_time: Gauge,
     pub reloads: IntCounterVec,
@@ -122,6 +125,18 @@ impl Metrics {
             &matrix.dimensions().iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
         registry.register(Box::new(scope_down.clone()))?;
+        let scope_degraded = IntGaugeVec::new(
+            Opts::new(
+                "crossprobe_scope_degraded",
+                "1 for each scope explaining degraded cells (ok round trips far above their baselines); unfixed dimensions are \"*\".",
+            ),
+            &matrix.dimensions().iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        registry.register(Box::new(scope_degraded.clone()))?;
+        let degraded_widespread = gauge(
+            "crossprobe_degraded_widespread",
+            "1 while the degraded scopes meet the outage quorum: a brownout across zones and tenants (a flag, not a verdict level).",
+        )?;
         let build = IntGaugeVec::new(
             Opts::new(
                 "crossprobe_build_info",
@@ -192,6 +207,9 @@ impl Metrics {
             outage,
             scope_down,
             scopes_shown: Default::default(),
+            scope_degraded,
+            degraded_shown: Default::default(),
+            degraded_widespread,
             reload_success,
             reload_success_time,
             reloads,
@@ -303,14 +321,23 @@ impl Metrics {
     pub fn set_verdict(&self, level: i64, outage: bool, scopes: Vec<Vec<String>>) {
         self.verdict.set(level);
         self.outage.set(i64::from(outage));
-        let mut shown = self.scopes_shown.lock().expect("scopes lock");
-        for old in shown.iter().filter(|s| !scopes.contains(s)) {
-            let _ = self.scope_down.remove_label_values(&old.iter().map(String::as_str).collect::<Vec<_>>());
+        show_scopes(&self.scope_down, &self.scopes_shown, scopes);
+    }
+
+    /// The degraded scopes, as [`Metrics::set_verdict`]'s scopes, and whether they are
+    /// widespread (meet the outage quorum).
+    pub fn set_degraded(&self, widespread: bool, scopes: Vec<Vec<String>>) {
+        self.degraded_widespread.set(i64::from(widespread));
+        show_scopes(&self.scope_degraded, &self.degraded_shown, scopes);
+    }
+
+    /// Each cell's round-trip baseline in milliseconds (p50, p99), in matrix order; `None`
+    /// while the cell is learning.
+    pub fn set_baselines(&self, baselines: impl IntoIterator<Item = Option<(f64, f64)>>) {
+        let table = self.table.read().expect("table lock");
+        for (s, b) in table.cells.iter().zip(baselines) {
+            s.set_baseline(b);
         }
-        for s in &scopes {
-            self.scope_down.with_label_values(&s.iter().map(String::as_str).collect::<Vec<_>>()).set(1);
-        }
-        *shown = scopes;
     }
 
     /// The dimensions, in label order.
@@ -391,6 +418,18 @@ impl Window {
         let _ = merged.add(&self.current);
         merged
     }
+}
+
+/// Sets `scopes` to 1 on `gauge` and removes the series of scopes shown before and not now.
+fn show_scopes(gauge: &IntGaugeVec, shown: &std::sync::Mutex<Vec<Vec<String>>>, scopes: Vec<Vec<String>>) {
+    let mut shown = shown.lock().expect("scopes lock");
+    for old in shown.iter().filter(|s| !scopes.contains(s)) {
+        let _ = gauge.remove_label_values(&old.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    for s in &scopes {
+        gauge.with_label_values(&s.iter().map(String::as_str).collect::<Vec<_>>()).set(1);
+    }
+    *shown = scopes;
 }
 
 fn unix_now() -> f64 {

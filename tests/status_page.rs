@@ -189,8 +189,8 @@ async fn the_status_page_shows_zone_b_failing_in_headless_chromium() {
 }
 
 /// The page on its own, against a stand-in that answers one status document and then fails:
-/// the page must render whatever cells the document has (here an extra `network` dimension and
-/// an unknown cell), then keep that answer on screen and say the daemon is unreachable.
+/// the page must render whatever cells the document has (here an extra `network` dimension, an
+/// unknown cell and a degraded one), then keep that answer on screen and say the daemon is unreachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_keeps_its_last_answer_and_says_when_the_daemon_is_unreachable() {
     let chromium = chromium_path();
@@ -201,13 +201,18 @@ async fn the_page_keeps_its_last_answer_and_says_when_the_daemon_is_unreachable(
             "state": state,
         })
     };
+    // A healthy cell far above its baseline: degraded, in its own colour.
+    let mut slow = cell("r-b", "b", "core", "healthy");
+    slow["latency"] = "degraded".into();
+    slow["baseline_p50_ms"] = 1.0.into();
+    slow["current_p50_ms"] = 90.0.into();
     let document = serde_json::json!({
         "verdict": "suspect",
         "explanation": "Suspect: 1 of 3 cells failing, in no confirmed pattern (not paged)",
         "scopes": [],
         "evidence": {"rule": "no scope passes thresholds", "tick": 3},
-        "cells": [cell("k-a", "a", "dmz", "failing"), cell("k-a2", "a", "core", "healthy"), cell("k-d", "d", "dmz", "unknown")],
-        "latency": [],
+        "cells": [cell("k-a", "a", "dmz", "failing"), cell("k-a2", "a", "core", "healthy"), cell("k-d", "d", "dmz", "unknown"), slow],
+        "latency": [{"labels": {"az": "b", "protocol": "amqp"}, "ok_probes": 20, "p50_seconds": 0.09, "p99_seconds": 0.2, "baseline_p50_seconds": 0.001}],
         "changes": [],
         "now": "2026-11-24T06:00:00Z",
     });
@@ -220,9 +225,14 @@ async fn the_page_keeps_its_last_answer_and_says_when_the_daemon_is_unreachable(
     assert!(polls >= 2, "the page polled again after its first answer ({polls} polls)");
     let mut tiles = tiles_of(&dom);
     tiles.sort();
-    let want =
-        [("a", "failing"), ("a", "healthy"), ("d", "unknown")].map(|(a, s)| (a.to_owned(), s.to_owned()));
+    let want = [("a", "failing"), ("a", "healthy"), ("b", "degraded"), ("d", "unknown")]
+        .map(|(a, s)| (a.to_owned(), s.to_owned()));
     assert_eq!(tiles, want, "DOM:\n{dom}");
+    assert!(dom.contains("round trip p50 90.0 ms, baseline 1.00 ms"), "the degraded tile's title: {dom}");
+    assert!(
+        dom.contains("<td class=\"num baseline\">1.00 ms</td>"),
+        "the zone table's baseline column: {dom}"
+    );
     assert!(dom.contains("network=dmz"), "a tile's title carries every label, extra dimensions too:\n{dom}");
     assert_eq!(element_text(&dom, "<p id=\"explanation\">"), document["explanation"].as_str().unwrap());
     let conn = element_text(&dom, "<span id=\"conn\"");

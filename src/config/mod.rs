@@ -370,6 +370,46 @@ pub struct CorrelatorSettings {
     /// `outage` needs explained failing cells in at least this many values of each dimension,
     /// each value failing across the quorum of the other dimensions (see `correlator::quorum`).
     pub quorum: BTreeMap<String, Quorum>,
+    /// `[correlator.brownout]`: latency baselines, slow probes and degraded cells.
+    pub brownout: BrownoutSettings,
+}
+
+/// `[correlator.brownout]`: how a cell's latency baseline is learned and when its `ok` probes
+/// make it degraded (see `correlator::brownout`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BrownoutSettings {
+    /// Half-life of the baseline's memory (how fast a drift is followed); a cell degraded for
+    /// that long without a break starts learning afresh.
+    pub baseline_half_life: Duration,
+    /// `ok` probes a cell needs before it is judged; until then it is learning.
+    pub learning_probes: u32,
+    /// A probe is slow above `max(slow_factor x baseline p50, baseline p50 + slow_margin)`.
+    pub slow_factor: f64,
+    pub slow_margin: Duration,
+    /// Probes a cell's slow count is taken over.
+    pub window: u32,
+    /// A cell is degraded when its slow probes in `window` have at most this chance under its
+    /// own learned slow ratio (one-sided binomial tail).
+    pub significance: f64,
+    /// Lowest slow ratio a cell is assumed to have, whatever it learned.
+    pub slow_floor: f64,
+    /// Probes in a row that are not slow before a degraded cell is healthy again.
+    pub successes_to_recover: u32,
+}
+
+impl Default for BrownoutSettings {
+    fn default() -> Self {
+        BrownoutSettings {
+            baseline_half_life: Duration::from_secs(4 * 3600),
+            learning_probes: 300,
+            slow_factor: 3.0,
+            slow_margin: Duration::from_millis(10),
+            window: 20,
+            significance: 1e-12,
+            slow_floor: 0.01,
+            successes_to_recover: 10,
+        }
+    }
 }
 
 /// Minimum number of distinct values of one dimension, absolute or relative to the matrix.
@@ -412,6 +452,7 @@ impl Default for CorrelatorSettings {
                 ("az".to_owned(), Quorum::Count(2)),
                 ("tenant".to_owned(), Quorum::Count(2)),
             ]),
+            brownout: BrownoutSettings::default(),
         }
     }
 }

@@ -179,4 +179,20 @@ pub struct RawCorrelator {
     pub background_floor: Option<Spanned<f64>>,
     #[serde(default)]
     pub quorum: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    pub brownout: RawBrownout,
+}
+
+/// `[correlator.brownout]`: latency baselines and degraded cells.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBrownout {
+    pub baseline_half_life: Option<Str>,
+    pub learning_probes: Option<Spanned<i64>>,
+    pub slow_factor: Option<Spanned<f64>>,
+    pub slow_margin: Option<Str>,
+    pub window: Option<Spanned<i64>>,
+    pub significance: Option<Spanned<f64>>,
+    pub slow_floor: Option<Spanned<f64>>,
+    pub successes_to_recover: Option<Spanned<i64>>,
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::error::{key, quoted, Problem, Problems};
-use super::raw::{RawConfig, RawCorrelator, RawDaemon, RawProbe, RawTenant};
+use super::raw::{RawBrownout, RawConfig, RawCorrelator, RawDaemon, RawProbe, RawTenant};
 use super::values::{self, Limits};
 use super::*;
 
@@ -353,6 +353,54 @@ fn correlator(p: &mut Problems, raw: &RawCorrelator) -> CorrelatorSettings {
         significance,
         background_floor,
         quorum: d.quorum,
+        brownout: brownout(p, &raw.brownout),
+    }
+}
+
+/// `[correlator.brownout]`.
+fn brownout(p: &mut Problems, raw: &RawBrownout) -> BrownoutSettings {
+    let d = BrownoutSettings::default();
+    let path = |key: &str| format!("correlator.brownout.{key}");
+    let count = |p: &mut Problems, key: &str, v: &Option<toml::Spanned<i64>>, def: u32, max: i64| {
+        values::count(p, &path(key), v.as_ref(), def, Limits { min: 1, max })
+    };
+    let baseline_half_life = values::duration_in(
+        p,
+        &path("baseline_half_life"),
+        raw.baseline_half_life.as_ref(),
+        d.baseline_half_life,
+        (Duration::from_secs(60), Duration::from_secs(30 * 86_400)),
+    );
+    let slow_margin = values::duration_in(
+        p,
+        &path("slow_margin"),
+        raw.slow_margin.as_ref(),
+        d.slow_margin,
+        (Duration::ZERO, Duration::from_secs(60)),
+    );
+    let slow_factor = match &raw.slow_factor {
+        Some(v) if !(*v.get_ref() >= 1.0 && *v.get_ref() <= 1000.0) => {
+            p.add(path("slow_factor"), Some(v.span()), format!("{} is not in [1, 1000]", v.get_ref()));
+            d.slow_factor
+        }
+        Some(v) => *v.get_ref(),
+        None => d.slow_factor,
+    };
+    BrownoutSettings {
+        baseline_half_life,
+        learning_probes: count(p, "learning_probes", &raw.learning_probes, d.learning_probes, 1_000_000),
+        slow_factor,
+        slow_margin,
+        window: count(p, "window", &raw.window, d.window, 64),
+        significance: open_unit(p, &path("significance"), raw.significance.as_ref(), d.significance, 0.01),
+        slow_floor: open_unit(p, &path("slow_floor"), raw.slow_floor.as_ref(), d.slow_floor, 0.5),
+        successes_to_recover: count(
+            p,
+            "successes_to_recover",
+            &raw.successes_to_recover,
+            d.successes_to_recover,
+            64,
+        ),
     }
 }
 

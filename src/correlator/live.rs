@@ -28,6 +28,7 @@
 
 use std::time::SystemTime;
 
+use super::brownout::Brownouts;
 use super::coherence::{largest_run, onset_window, Cells, Coherence, CoherenceSettings};
 use super::evidence::{scope_evidence, Labels};
 use super::explain::{explain_with, Thresholds, Workspace};
@@ -75,11 +76,22 @@ pub struct Correlator {
     cell_stamp: Vec<u64>,
     explained: Vec<usize>,
     verdict: Verdict,
+    /// Latency baselines and the slow layer (itself a correlator without one).
+    brownout: Option<Box<Brownouts>>,
 }
 
 impl Correlator {
-    /// Builds the tables for `matrix`; every quorum dimension must be one of its dimensions.
+    /// Builds the tables for `matrix`, with latency baselines and degraded scopes; every quorum
+    /// dimension must be one of its dimensions.
     pub fn new(matrix: &Matrix, settings: &CorrelatorSettings) -> Result<Self, CorrelatorError> {
+        let mut c = Correlator::bare(matrix, settings)?;
+        c.brownout = Some(Box::new(Brownouts::new(matrix, settings)?));
+        c.verdict.degraded.learning_cells = matrix.len();
+        Ok(c)
+    }
+
+    /// The failure layer alone: what the slow layer of [`Brownouts`] is made of.
+    pub(super) fn bare(matrix: &Matrix, settings: &CorrelatorSettings) -> Result<Self, CorrelatorError> {
         let index = ScopeIndex::new(matrix)?;
         let quorum = QuorumRule::new(&index, &settings.quorum)?;
         let n = matrix.len();
@@ -117,8 +129,10 @@ impl Correlator {
                 quorum: Vec::new(),
                 scopes: Vec::new(),
                 unexplained: Vec::new(),
+                degraded: Default::default(),
             },
             index,
+            brownout: None,
         })
     }
 
@@ -133,7 +147,10 @@ impl Correlator {
         settings: &CorrelatorSettings,
         previous: &[Option<usize>],
     ) -> Result<Correlator, CorrelatorError> {
-        let mut next = Correlator::new(matrix, settings)?;
+        let mut next = Correlator::bare(matrix, settings)?;
+        if let Some(b) = &self.brownout {
+            next.brownout = Some(Box::new(b.reconfigured(matrix, settings, previous)?));
+        }
         for (i, p) in previous.iter().enumerate() {
             if let Some(p) = p.filter(|&p| p < self.windows.len()) {
                 next.windows[i] = self.windows[p].rewindowed(&next.window);
@@ -156,12 +173,41 @@ impl Correlator {
         Ok(next)
     }
 
-    /// Adds the outcome of one probe of cell `cell` (its index in the matrix).
+    /// Adds the outcome of one probe of cell `cell` (its index in the matrix), without a round
+    /// trip: the latency baseline learns nothing from it.
     pub fn record(&mut self, cell: usize, outcome: &Outcome) -> Result<CellState, CorrelatorError> {
+        self.record_rtt(cell, outcome, None)
+    }
+
+    /// Adds the outcome of one probe of cell `cell` and, for an `ok` probe, its round trip.
+    pub fn record_rtt(
+        &mut self,
+        cell: usize,
+        outcome: &Outcome,
+        rtt: Option<std::time::Duration>,
+    ) -> Result<CellState, CorrelatorError> {
+        let failure = outcome.is_failure().then(|| outcome.kind().map_or(outcome.name(), |k| k.as_str()));
+        let window = self.window;
+        let state = self.record_flag(cell, failure, &window)?;
+        let tick = self.tick + 1;
+        if let Some(b) = &mut self.brownout {
+            b.record(cell, tick, state, if failure.is_none() { rtt } else { None });
+        }
+        Ok(state)
+    }
+
+    /// Adds one probe of cell `cell`, failed with `failure` (an error name) or not, judged by
+    /// `window` (the slow layer passes each cell's own threshold).
+    pub(super) fn record_flag(
+        &mut self,
+        cell: usize,
+        failure: Option<&'static str>,
+        window: &WindowSettings,
+    ) -> Result<CellState, CorrelatorError> {
         let cells = self.windows.len();
         let w = self.windows.get_mut(cell).ok_or(CorrelatorError::NoSuchCell { cell, cells })?;
         let before = w.state();
-        let state = w.record(outcome.is_failure(), &self.window);
+        let state = w.record(failure.is_some(), window);
         self.reported = true;
         // Counted in the next tick.
         let stamp = self.tick + 1;
@@ -169,13 +215,18 @@ impl Correlator {
             self.rounds[cell] = (stamp - self.last_seen[cell]).clamp(1, 3600) as u32;
         }
         self.last_seen[cell] = stamp;
-        if outcome.is_failure() {
-            self.errors[cell] = outcome.kind().map_or(outcome.name(), |k| k.as_str());
+        if let Some(error) = failure {
+            self.errors[cell] = error;
         }
         if state == CellState::Failing && !before.in_episode() {
             self.onsets[cell] = stamp;
         }
         Ok(state)
+    }
+
+    /// Cell `cell`'s window.
+    pub(super) fn window(&self, cell: usize) -> Option<&CellWindow> {
+        self.windows.get(cell)
     }
 
     /// Forgets cell `cell`'s outcomes: it is `unknown` until its next outcome (a cell that
@@ -185,6 +236,9 @@ impl Correlator {
             *w = CellWindow::default();
             self.last_seen[cell] = 0;
             self.rounds[cell] = 1;
+        }
+        if let Some(b) = &mut self.brownout {
+            b.forget(cell);
         }
     }
 
@@ -302,7 +356,15 @@ impl Correlator {
             (Level::Partial, format!("confined to {} ({why})", names.join(" + ")))
         };
         let streak_done = self.quorum_streak == 0 || self.quorum_streak >= self.hysteresis.enter_ticks();
-        self.settled = unchanged && chose_the_active && streak_done;
+        let degraded = match &mut self.brownout {
+            Some(b) => {
+                b.tick_at(now);
+                b.degraded()
+            }
+            None => Default::default(),
+        };
+        let slow_settled = self.brownout.as_ref().is_none_or(|b| b.settled());
+        self.settled = unchanged && chose_the_active && streak_done && slow_settled;
         let unexplained = self.lone_cells(now);
         self.verdict = Verdict {
             level,
@@ -317,6 +379,7 @@ impl Correlator {
             quorum,
             scopes,
             unexplained,
+            degraded,
         };
         &self.verdict
     }
@@ -337,6 +400,9 @@ impl Correlator {
     pub fn skip_idle(&mut self, ticks: u64) -> bool {
         if !self.settled {
             return false;
+        }
+        if let Some(b) = &mut self.brownout {
+            b.skip_idle(ticks);
         }
         self.tick = self.tick.saturating_add(ticks);
         self.hysteresis.skip_chosen(self.tick, ticks);
@@ -479,6 +545,11 @@ impl Correlator {
     /// The scope index the correlator scores.
     pub fn index(&self) -> &ScopeIndex {
         &self.index
+    }
+
+    /// Latency baselines and the slow layer; `None` in the slow layer itself.
+    pub fn brownouts(&self) -> Option<&Brownouts> {
+        self.brownout.as_deref()
     }
 
     /// Scope activations and resolutions since start, for metrics and tests.

@@ -2,6 +2,8 @@
 //! explain them, and from those to one verdict (`ok`, `suspect`, `partial`, `outage`) with its
 //! evidence. See "Correlator" in DESIGN.md.
 //!
+//! - [`brownout`]: per-cell latency baselines, slow probes, degraded cells; their scopes come
+//!   from a second correlator over slow probes (the same search, coherence and hysteresis).
 //! - [`window`]: per-cell k-of-n window with m-in-a-row recovery (failing, recovering, healthy).
 //! - [`coherence`]: whether a scope's failing cells are no coincidence (onsets together,
 //!   significantly above the background), and whether the evidence confirms it at once.
@@ -15,6 +17,7 @@
 //! - [`testkit`]: matrices and drivers for tests and benchmarks (`tests/` beside it holds the
 //!   scenario and property tests).
 
+pub mod brownout;
 pub mod coherence;
 pub mod evidence;
 pub mod explain;
@@ -30,6 +33,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use brownout::{Brownouts, CellLatency, Degraded, DegradedScope, LatencyState};
 pub use evidence::{Labels, ScopeEvidence};
 pub use explain::{explain, explain_with, Choice, Thresholds, Workspace};
 pub use live::Correlator;

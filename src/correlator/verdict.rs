@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::brownout::Degraded;
 use super::evidence::{Labels, ScopeEvidence};
 use super::quorum::QuorumCheck;
 use super::window::CellState;
@@ -105,6 +106,9 @@ pub struct Verdict {
     /// The cells outside every active scope, longest failing first, at most
     /// [`MAX_LISTED_CELLS`].
     pub unexplained: Vec<LoneCell>,
+    /// Degraded scopes and cells: round trips far above their cells' baselines. Failing cells
+    /// are never counted here.
+    pub degraded: Degraded,
 }
 
 impl Verdict {

@@ -134,6 +134,13 @@ impl CellWindow {
         self.failed.count_ones()
     }
 
+    /// Whether the oldest probe of a full window of `window` probes failed: the outcome the
+    /// next one pushes out; `None` while the window is not full.
+    pub fn oldest(&self, window: u32) -> Option<bool> {
+        (self.held >= window && window > 0 && window <= MAX_WINDOW)
+            .then(|| self.failed >> (window - 1) & 1 == 1)
+    }
+
     /// Consecutive failed probes up to the latest one (0 when the latest succeeded).
     pub fn run(&self) -> u32 {
         self.run
@@ -196,6 +203,7 @@ mod tests {
             w.record(f, &DEFAULTS);
         }
         assert_eq!((w.attempts(), w.failures(), w.run()), (3, 2, 1));
+        assert_eq!((w.oldest(3), w.oldest(5)), (Some(true), None), "x.x: the oldest failed");
         w.record(true, &DEFAULTS);
         assert_eq!((w.state(), w.run()), (CellState::Failing, 2), "x.xx: three of four failed");
         w.record(false, &DEFAULTS);

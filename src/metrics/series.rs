@@ -35,6 +35,9 @@ pub(super) const FOREIGN: usize = 2;
 pub(super) const LATE: usize = 3;
 pub(super) const CORRUPT: usize = 4;
 
+/// Quantiles of `crossprobe_roundtrip_baseline_seconds`, in [`CellSeries::set_baseline`] order.
+const BASELINE_QUANTILES: [&str; 2] = ["0.5", "0.99"];
+
 /// Error stages; with [`ErrorKind::ALL`] they index [`CellSeries::errors`].
 pub(super) const STAGES: [&str; 2] = ["connect", "publish"];
 
@@ -78,6 +81,8 @@ pub(super) struct CellSeries {
     /// Indexed by stage, then [`ErrorKind::ALL`]; a zero is not exported (created on first use).
     errors: [AtomicU64; STAGES.len() * ErrorKind::ALL.len()],
     pub state: AtomicI64,
+    /// Round-trip baseline p50 and p99 in seconds, as `f64` bits; NaN while learning.
+    baseline: [AtomicU64; 2],
     /// Kafka cells only: their partition's series.
     pub partition: Option<PartitionSeries>,
 }
@@ -122,7 +127,15 @@ impl CellSeries {
             counters: Default::default(),
             errors: Default::default(),
             state: AtomicI64::new(-1),
+            baseline: [AtomicU64::new(f64::NAN.to_bits()), AtomicU64::new(f64::NAN.to_bits())],
         }
+    }
+
+    /// The baseline's p50 and p99 in milliseconds; `None` while learning.
+    pub fn set_baseline(&self, ms: Option<(f64, f64)>) {
+        let (p50, p99) = ms.map_or((f64::NAN, f64::NAN), |(a, b)| (a / 1000.0, b / 1000.0));
+        self.baseline[0].store(p50.to_bits(), Relaxed);
+        self.baseline[1].store(p99.to_bits(), Relaxed);
     }
 
     pub fn error(&self, stage: usize, kind: ErrorKind) {
@@ -259,6 +272,18 @@ impl Table {
             sample(out, "crossprobe_cell_state", &c.rendered, &[], c.state.load(Relaxed));
         }
         self.write_partitions(out);
+        family(
+            out,
+            "crossprobe_roundtrip_baseline_seconds",
+            "Learned round-trip baseline of each cell's ok probes (decaying quantiles of log-latency); NaN while learning.",
+            "gauge",
+        );
+        for c in &self.cells {
+            for (q, v) in BASELINE_QUANTILES.iter().zip(&c.baseline) {
+                let v = f64::from_bits(v.load(Relaxed));
+                sample(out, "crossprobe_roundtrip_baseline_seconds", &c.rendered, &[("quantile", q)], v);
+            }
+        }
         self.write_groups(layout, now, out);
     }
 

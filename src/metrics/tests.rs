@@ -164,8 +164,10 @@ fn readme_metrics_table_matches_the_registry() {
         })
         .collect();
     let m = metrics();
-    // The error counter is created on first use, scope series only while a scope is down.
+    // The error counter is created on first use, scope series only while a scope is down or
+    // degraded.
     m.set_verdict(2, false, vec![vec!["b".into(), "*".into(), "*".into(), "*".into()]]);
+    m.set_degraded(false, vec![vec!["c".into(), "*".into(), "*".into(), "*".into()]]);
     let failed = ProbeResult {
         seq: 1,
         outcome: Outcome::ConnectFailed(ErrorKind::Refused),
@@ -335,7 +337,7 @@ fn count(text: &str, family: &str) -> usize {
 }
 
 #[test]
-fn a_cell_costs_twelve_series_and_latency_is_kept_per_zone_protocol_and_broker() {
+fn a_cell_costs_fourteen_series_and_latency_is_kept_per_zone_protocol_and_broker() {
     let m = metrics();
     let text = m.render();
     let cells = 12;
@@ -347,18 +349,25 @@ fn a_cell_costs_twelve_series_and_latency_is_kept_per_zone_protocol_and_broker()
         "crossprobe_late_messages_total",
         "crossprobe_corrupt_messages_total",
         "crossprobe_cell_state",
+        "crossprobe_roundtrip_baseline_seconds",
     ];
     let cell_series: usize = per_cell.iter().map(|f| count(&text, f)).sum();
-    assert_eq!(cell_series, cells * 12, "12 series a cell:\n{text}");
+    assert_eq!(cell_series, cells * 14, "14 series a cell:\n{text}");
     // The local example has one broker per zone and protocol: 6 latency groups.
     assert_eq!(count(&text, "crossprobe_roundtrip_seconds_count"), 6, "{text}");
     assert_eq!(count(&text, "crossprobe_publish_seconds_count"), 6, "{text}");
     assert_eq!(count(&text, "crossprobe_roundtrip_window_seconds"), 6 * QUANTILES.len(), "{text}");
     let group = series("crossprobe_roundtrip_seconds_count", &GROUP0, &[]);
     assert!(text.contains(&format!("{group} 0")), "missing {group}:\n{text}");
-    assert!(!text.lines().any(|l| l.starts_with("crossprobe_roundtrip") && l.contains("tenant=")), "{text}");
+    // Latency per group; only the baseline is per cell.
+    let per_cell_latency = |l: &str| {
+        l.starts_with("crossprobe_roundtrip")
+            && !l.starts_with("crossprobe_roundtrip_baseline")
+            && l.contains("tenant=")
+    };
+    assert!(!text.lines().any(per_cell_latency), "{text}");
     let samples = samples(&text).len();
-    assert!(samples <= cells * 12 + 6 * 40 + 30, "{samples} samples in all:\n{text}");
+    assert!(samples <= cells * 14 + 6 * 40 + 30, "{samples} samples in all:\n{text}");
 }
 
 #[test]
@@ -436,4 +445,20 @@ fn partition_series_follow_the_workers_and_never_go_down() {
     let text = m.render();
     assert_eq!(line(&text, &changes), Some(format!("{changes} 4").as_str()));
     assert_eq!(line(&text, &isr), Some(format!("{isr} 2").as_str()));
+}
+
+#[test]
+fn a_cells_baseline_is_nan_while_learning_and_its_quantiles_once_learned() {
+    let m = metrics();
+    let cells = local().matrix.len();
+    let mut baselines = vec![None; cells];
+    baselines[0] = Some((8.0, 20.0));
+    m.set_baselines(baselines);
+    let text = m.render();
+    let lines: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("crossprobe_roundtrip_baseline_seconds{")).collect();
+    assert_eq!(lines.len(), cells * 2, "{text}");
+    assert_eq!(lines.iter().filter(|l| l.ends_with(" NaN")).count(), (cells - 1) * 2, "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("quantile=\"0.5\"") && l.ends_with(" 0.008")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("quantile=\"0.99\"") && l.ends_with(" 0.02")), "{lines:#?}");
 }

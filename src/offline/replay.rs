@@ -10,7 +10,10 @@
 //! `at_ms`, and the tick at boundary `B` evaluates every record with `at_ms < B`; ticks without
 //! records still happen, and a last tick covers the last records. Records may be out of order
 //! within the current tick, never behind an evaluated one. One JSON line is printed whenever the
-//! level or the set of active scopes changes (and for the first tick).
+//! level, the set of active scopes or the set of degraded scopes changes (and for the first
+//! tick). The `ok` records' `rtt_ms` feed the cells' latency baselines exactly as live round
+//! trips do, so a recording replays its brownouts: a line lists the active degraded scopes in
+//! `degraded` (left out when there are none) and `evidence.degraded` has their figures.
 //!
 //! Gaps cost nothing: once a tick without records leaves the correlator settled (see
 //! [`Correlator::settled`]), the remaining empty ticks of the gap are taken in one step, with the
@@ -210,6 +213,10 @@ pub struct Change<'a> {
     pub at_ms: u64,
     pub verdict: Level,
     pub scopes: Vec<&'a Labels>,
+    /// The degraded scopes (round trips far above their cells' baselines, from `rtt_ms`);
+    /// printed only when there are some.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<&'a Labels>,
     pub evidence: &'a Verdict,
 }
 
@@ -238,7 +245,7 @@ pub struct Replay {
     cells: HashMap<Vec<String>, usize>,
     tick_ms: u64,
     next_boundary: Option<u64>,
-    last: Option<(Level, Vec<Labels>)>,
+    last: Option<(Level, Vec<Labels>, Vec<Labels>)>,
     /// Take settled gaps in one step; tests turn it off to compare with walking every tick.
     skip_gaps: bool,
 }
@@ -316,7 +323,11 @@ impl Replay {
             self.tick(out)?;
             walked += 1;
         }
-        self.correlator.record(cell, &outcome)?;
+        let rtt = r
+            .rtt_ms
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0));
+        self.correlator.record_rtt(cell, &outcome, rtt)?;
         out.outcome(at_ms, cell, outcome.is_failure());
         Ok(())
     }
@@ -356,9 +367,14 @@ impl Replay {
         let Some(at_ms) = self.next_boundary else { return Ok(()) };
         self.next_boundary = Some(at_ms.saturating_add(self.tick_ms));
         let v = self.correlator.tick_at(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms));
-        let now = (v.level, v.scope_labels().into_iter().cloned().collect::<Vec<_>>());
+        let degraded: Vec<&Labels> = v.degraded.scopes.iter().map(|s| &s.labels).collect();
+        let now = (
+            v.level,
+            v.scope_labels().into_iter().cloned().collect::<Vec<_>>(),
+            degraded.iter().copied().cloned().collect::<Vec<_>>(),
+        );
         if self.last.as_ref() != Some(&now) {
-            out.change(&Change { at_ms, verdict: v.level, scopes: v.scope_labels(), evidence: v })?;
+            out.change(&Change { at_ms, verdict: v.level, scopes: v.scope_labels(), degraded, evidence: v })?;
             self.last = Some(now);
         }
         Ok(())

@@ -129,6 +129,7 @@ mod tests {
             quorum: Vec::new(),
             scopes,
             unexplained: Vec::new(),
+            degraded: Default::default(),
         }
     }
 

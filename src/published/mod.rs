@@ -15,7 +15,7 @@ use serde::Serialize;
 
 pub use history::{Change, VerdictHistory};
 
-use crate::correlator::{CellState, Labels, Level, Verdict};
+use crate::correlator::{CellLatency, CellState, Labels, Level, Verdict};
 
 /// The `/verdict` document: the level, in words, the explaining scopes, the correlator's
 /// evidence, and every cell's state.
@@ -35,6 +35,10 @@ pub struct CellView {
     pub id: String,
     pub labels: BTreeMap<String, String>,
     pub state: CellState,
+    /// Round trips against the cell's baseline: `latency` (`learning`, `normal`, `degraded`),
+    /// `baseline_p50_ms`, `baseline_p99_ms`, `current_p50_ms`.
+    #[serde(flatten)]
+    pub latency: Option<CellLatency>,
 }
 
 /// The published state; shared behind an `Arc` between the evaluator and the readers.

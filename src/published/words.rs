@@ -34,8 +34,27 @@ pub fn scope(labels: &Labels) -> String {
 }
 
 /// The whole verdict in one sentence. `unknown` is the number of cells without an outcome yet,
-/// which the verdict itself does not count.
+/// which the verdict itself does not count. Degraded scopes follow the failures: "All healthy:
+/// none of 12 cells failing; degraded: zone b (round trips 21x their baseline)".
 pub fn explain(v: &Verdict, unknown: usize) -> String {
+    let failures = explain_failures(v, unknown);
+    let degraded: Vec<String> = v
+        .degraded
+        .scopes
+        .iter()
+        .map(|s| match s.latency.factor {
+            Some(f) => format!("{} (round trips {f:.0}x their baseline)", scope(&s.labels)),
+            None => scope(&s.labels),
+        })
+        .collect();
+    if degraded.is_empty() {
+        return failures;
+    }
+    let widespread = if v.degraded.widespread { " (widespread)" } else { "" };
+    format!("{failures}; degraded{widespread}: {}", join_and(&degraded))
+}
+
+fn explain_failures(v: &Verdict, unknown: usize) -> String {
     if v.tick == 0 {
         return "Starting: no verdict evaluated yet".to_owned();
     }
@@ -161,6 +180,7 @@ mod tests {
             quorum: Vec::new(),
             scopes,
             unexplained: Vec::new(),
+            degraded: Default::default(),
         }
     }
 
@@ -234,6 +254,39 @@ mod tests {
         for (name, v, unknown, want) in cases {
             assert_eq!(explain(&v, unknown), want, "{name}");
         }
+    }
+
+    #[test]
+    fn degraded_scopes_follow_the_failures() {
+        use crate::correlator::brownout::LatencyEvidence;
+        use crate::correlator::DegradedScope;
+        let mut v = verdict(Level::Ok, 0, 0, vec![]);
+        let latency = LatencyEvidence {
+            baseline_p50_ms: Some(4.0),
+            baseline_p99_ms: Some(9.0),
+            current_p50_ms: Some(84.0),
+            current_p99_ms: Some(200.0),
+            factor: Some(21.0),
+        };
+        v.degraded.scopes.push(DegradedScope {
+            labels: labels(&[("az", "b")]),
+            degraded_cells: 8,
+            total_cells: 8,
+            slow_ratio_inside: Some(0.9),
+            slow_ratio_outside: Some(0.0),
+            values: Default::default(),
+            latency,
+            flapping: false,
+            strong_evidence: true,
+            ticks_active: 1,
+            active_since: String::new(),
+        });
+        assert_eq!(
+            explain(&v, 0),
+            "All healthy: none of 12 cells failing; degraded: zone b (round trips 21x their baseline)"
+        );
+        v.degraded.widespread = true;
+        assert!(explain(&v, 0).contains("; degraded (widespread): zone b"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::correlator::{CellState, Labels, Level, Verdict};
+use crate::correlator::{CellState, Labels, LatencyState, Level, Verdict};
 use crate::metrics::Metrics;
 use crate::published::{CellView, Change, Published};
 
@@ -86,22 +86,37 @@ pub struct LatencyRow {
     /// `null` without probes.
     pub p50_seconds: Option<f64>,
     pub p99_seconds: Option<f64>,
+    /// Median of the group's cells' learned baseline p50 (cells still learning left out);
+    /// `null` while every cell is learning.
+    pub baseline_p50_seconds: Option<f64>,
+}
+
+/// The median baseline p50 of the judged cells carrying every label of `group`, in seconds.
+fn baseline_p50(cells: &[CellView], group: &[(String, String)]) -> Option<f64> {
+    let mut p50s: Vec<f64> = cells
+        .iter()
+        .filter(|c| group.iter().all(|(d, v)| c.labels.get(d) == Some(v)))
+        .filter_map(|c| c.latency.filter(|l| l.latency != LatencyState::Learning)?.baseline_p50_ms)
+        .collect();
+    p50s.sort_by(f64::total_cmp);
+    p50s.get(p50s.len().saturating_sub(1) / 2).map(|ms| ms / 1000.0)
 }
 
 /// Builds the document from what is published and the metrics' latency windows.
 pub fn document(published: &Published, metrics: &Metrics) -> StatusDocument {
+    let verdict = published.verdict();
+    let all: &[CellView] = verdict.as_ref().map_or(&[], |v| &v.cells);
     let latency = metrics
         .roundtrip_window_by(&LATENCY_BY, &LATENCY_QUANTILES)
         .into_iter()
         .map(|g| LatencyRow {
+            baseline_p50_seconds: baseline_p50(all, &g.labels),
             labels: g.labels.into_iter().collect(),
             ok_probes: g.samples,
             p50_seconds: g.seconds.first().copied(),
             p99_seconds: g.seconds.get(1).copied(),
         })
         .collect();
-    let verdict = published.verdict();
-    let all: &[CellView] = verdict.as_ref().map_or(&[], |v| &v.cells);
     let (cells, summary) =
         if all.len() <= TILES_MAX { (all.to_vec(), None) } else { (worst(all), Some(summarise(all))) };
     StatusDocument {
@@ -190,6 +205,7 @@ mod tests {
             id: format!("r{}/t{}", i % 50, i / zones % 200),
             labels: labels.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             state,
+            latency: None,
         }
     }
 

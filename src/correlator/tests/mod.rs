@@ -4,7 +4,9 @@
 //! - `traps`: what must not page or ticket: coincidences, stuck cells, rolling restarts, blips.
 //! - `properties`: invariants under random noise (the long run is `--ignored`).
 //! - `reloads`: state carried across a configuration reload.
+//! - `brownouts`: latency baselines and degraded scopes.
 
+mod brownouts;
 mod properties;
 mod reloads;
 mod scenarios;

@@ -218,3 +218,35 @@ fn inferred_matrix_orders_dimensions() {
     let cells: Vec<&[String]> = m.cells().iter().map(|c| c.labels.as_slice()).collect();
     assert_eq!(cells, [["a", "t", "g1"], ["b", "t", "g1"]]);
 }
+
+#[test]
+fn recorded_round_trips_replay_as_degraded_scopes() {
+    // The grid's 24 cells at 2 ms for 400 s (learning takes 300 probes), then zone b at 200 ms
+    // for 30 s, then 2 ms again.
+    let m = grid();
+    let mut lines = Vec::new();
+    for t in 0..460u64 {
+        for (i, cell) in m.cells().iter().enumerate() {
+            let slow = (400..430).contains(&t) && cell.labels[0] == "b";
+            let rtt = if slow { 200.0 } else { 2.0 + (t + i as u64) as f64 % 3.0 * 0.1 };
+            let r = OutcomeRecord::new(t * 1000 + i as u64, &m, cell, &Outcome::Ok, Some(rtt));
+            let mut buf = Vec::new();
+            r.write_line(&mut buf).unwrap();
+            lines.push(String::from_utf8(buf).unwrap());
+        }
+    }
+    let out = run(&lines.concat(), Some(&m)).unwrap();
+    let timeline: Vec<(u64, &str, serde_json::Value)> = out
+        .iter()
+        .map(|v| (v["at_ms"].as_u64().unwrap(), v["verdict"].as_str().unwrap(), v["degraded"].clone()))
+        .collect();
+    assert_eq!(timeline.len(), 3, "{timeline:?}");
+    assert_eq!(timeline[0], (1000, "ok", serde_json::Value::Null), "no degraded key while there are none");
+    let (at, level, degraded) = &timeline[1];
+    assert!((401_000..=412_000).contains(at) && *level == "ok", "{timeline:?}");
+    assert_eq!(*degraded, serde_json::json!([{"az": "b"}]));
+    let evidence = &out[1]["evidence"]["degraded"]["scopes"][0];
+    assert_eq!(evidence["degraded_cells"], 8, "{evidence}");
+    assert!(evidence["factor"].as_f64().unwrap() > 3.0, "{evidence}");
+    assert!(timeline[2].0 > 430_000 && timeline[2].2.is_null(), "cleared after the brownout: {timeline:?}");
+}
