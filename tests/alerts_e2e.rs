@@ -167,7 +167,10 @@ async fn a_slow_zone_is_named_degraded_its_alert_fires_and_healing_clears_both()
     let g = degraded(d.addr()).unwrap();
     let scope = &g["scopes"][0];
     let (base, now) = (scope["baseline_p50_ms"].as_f64().unwrap(), scope["current_p50_ms"].as_f64().unwrap());
-    assert!(now > 3.0 * base && now > 20.0, "current p50 {now} ms against baseline {base} ms: {g}");
+    // Above the slow rule's bar (3x the baseline and 10 ms over it, the defaults): the duty
+    // cycle's delays spread from 0 to 200 ms, so an absolute bound on their median is not a
+    // property of the brownout.
+    assert!(now > (3.0 * base).max(base + 10.0), "current p50 {now} ms against baseline {base} ms: {g}");
     assert_eq!(
         (&scope["labels"], &scope["degraded_cells"]),
         (&serde_json::json!({"az": "b"}), &serde_json::json!(4)),
